@@ -1,0 +1,312 @@
+//! JSON-RPC 2.0 messages as the gateway sees them.
+//!
+//! The gateway must not freeze the protocol: unknown methods, unknown fields
+//! and `_meta` pass through intact. A [`Message`] therefore keeps `params`,
+//! `result` and every unknown top-level member as raw JSON values, and only
+//! the envelope (`jsonrpc`, `id`, `method`, `error`) is typed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Standard JSON-RPC and MCP error codes.
+pub mod code {
+    /// Invalid JSON was received.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// The JSON sent is not a valid request object.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// The method does not exist or is not available.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Invalid method parameters (unknown tool, bad cursor, …).
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal error.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Implementation-defined: an upstream failed, timed out or is unavailable.
+    pub const UPSTREAM_ERROR: i64 = -32001;
+    /// Implementation-defined: the caller is not allowed to do this.
+    pub const FORBIDDEN: i64 = -32003;
+    /// Implementation-defined (2025-11-25 SDK convention): no valid session.
+    pub const SESSION_ERROR: i64 = -32000;
+    /// MCP 2026-07-28: HTTP headers do not match the body, or are missing.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// MCP 2026-07-28: a required client capability was not declared.
+    pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+    /// MCP 2026-07-28: unsupported protocol version.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+}
+
+/// A JSON-RPC request id: a string or a number (kept as JSON to round-trip
+/// exactly, e.g. `1` stays `1` and `"1"` stays `"1"`).
+pub type Id = Value;
+
+/// The error member of an error response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorObject {
+    /// Error code.
+    pub code: i64,
+    /// One sentence, safe to show a person.
+    pub message: String,
+    /// Optional structured detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl ErrorObject {
+    /// An error with no data.
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+    /// Attaches structured data.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// Any JSON-RPC message: request, notification or response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// Present on requests and responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    /// Present on requests and notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request or notification parameters, untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    /// A successful response's result, untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// An error response's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorObject>,
+    /// Unknown top-level members, passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// What a message is, by its shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Has `id` and `method`.
+    Request,
+    /// Has `method`, no `id`.
+    Notification,
+    /// Has `id` (possibly null) and exactly one of `result`/`error`.
+    Response,
+}
+
+/// Why a parsed JSON value is not a JSON-RPC message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShapeError {
+    /// Not JSON at all.
+    #[error("the body is not valid JSON")]
+    Parse,
+    /// JSON, but not a JSON-RPC 2.0 message.
+    #[error("not a JSON-RPC 2.0 message: {0}")]
+    Invalid(&'static str),
+}
+
+impl ShapeError {
+    /// The JSON-RPC error code for this failure.
+    pub fn code(&self) -> i64 {
+        match self {
+            Self::Parse => code::PARSE_ERROR,
+            Self::Invalid(_) => code::INVALID_REQUEST,
+        }
+    }
+}
+
+impl Message {
+    /// Parses and validates one message from bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ShapeError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|_| ShapeError::Parse)?;
+        Self::from_value(value)
+    }
+
+    /// Validates a JSON value as one message.
+    pub fn from_value(value: Value) -> Result<Self, ShapeError> {
+        if !value.is_object() {
+            return Err(ShapeError::Invalid("expected a JSON object"));
+        }
+        let msg: Message = serde_json::from_value(value)
+            .map_err(|_| ShapeError::Invalid("a member has the wrong type"))?;
+        msg.validate()?;
+        Ok(msg)
+    }
+
+    fn validate(&self) -> Result<(), ShapeError> {
+        if self.jsonrpc != "2.0" {
+            return Err(ShapeError::Invalid("`jsonrpc` must be \"2.0\""));
+        }
+        if let Some(id) = &self.id
+            && !(id.is_string() || id.is_number() || (id.is_null() && self.method.is_none()))
+        {
+            return Err(ShapeError::Invalid("`id` must be a string or a number"));
+        }
+        match (&self.method, &self.result, &self.error) {
+            (Some(m), None, None) if !m.is_empty() => {}
+            (Some(_), _, _) => {
+                return Err(ShapeError::Invalid(
+                    "a request carries `method` and no `result` or `error`",
+                ));
+            }
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                if self.id.is_none() {
+                    return Err(ShapeError::Invalid("a response needs an `id`"));
+                }
+            }
+            _ => return Err(ShapeError::Invalid("missing `method`, or both `result` and `error`")),
+        }
+        if let Some(p) = &self.params
+            && !(p.is_object() || p.is_array())
+        {
+            return Err(ShapeError::Invalid("`params` must be an object or an array"));
+        }
+        Ok(())
+    }
+
+    /// The message's kind. Only meaningful on a validated message.
+    pub fn kind(&self) -> Kind {
+        match (&self.method, &self.id) {
+            (Some(_), Some(_)) => Kind::Request,
+            (Some(_), None) => Kind::Notification,
+            (None, _) => Kind::Response,
+        }
+    }
+
+    /// A request.
+    pub fn request(id: Id, method: impl Into<String>, params: Option<Value>) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id: Some(id),
+            method: Some(method.into()),
+            params,
+            result: None,
+            error: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// A notification.
+    pub fn notification(method: impl Into<String>, params: Option<Value>) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id: None,
+            method: Some(method.into()),
+            params,
+            result: None,
+            error: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// A successful response.
+    pub fn response(id: Id, result: Value) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id: Some(id),
+            method: None,
+            params: None,
+            result: Some(result),
+            error: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// An error response. `id` is `None` when the request's id could not be
+    /// read (it then serialises as `"id": null`).
+    pub fn error_response(id: Option<Id>, error: ErrorObject) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id: Some(id.unwrap_or(Value::Null)),
+            method: None,
+            params: None,
+            result: None,
+            error: Some(error),
+            extra: Map::new(),
+        }
+    }
+
+    /// The method, or `""` for a response.
+    pub fn method_str(&self) -> &str {
+        self.method.as_deref().unwrap_or("")
+    }
+
+    /// `params._meta`, if present.
+    pub fn meta(&self) -> Option<&Map<String, Value>> {
+        self.params.as_ref()?.get("_meta")?.as_object()
+    }
+
+    /// A string member of `params`.
+    pub fn param_str(&self, key: &str) -> Option<&str> {
+        self.params.as_ref()?.get(key)?.as_str()
+    }
+
+    /// Serialises to compact JSON bytes. Serialising a `Message` cannot fail
+    /// (all members are JSON values), so this never panics.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn classifies_messages() {
+        let r = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+        assert_eq!(r.kind(), Kind::Request);
+        let n = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(n.kind(), Kind::Notification);
+        let s = Message::parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
+        assert_eq!(s.kind(), Kind::Response);
+    }
+
+    #[test]
+    fn rejects_bad_shapes_with_the_right_code() {
+        assert_eq!(Message::parse(b"{not json").unwrap_err().code(), code::PARSE_ERROR);
+        for bad in [
+            &br#"[]"#[..],
+            br#"42"#,
+            br#"{"id":1,"method":"x"}"#,
+            br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+            br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
+            br#"{"jsonrpc":"2.0","method":""}"#,
+        ] {
+            assert_eq!(
+                Message::parse(bad).unwrap_err().code(),
+                code::INVALID_REQUEST,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_members_round_trip() {
+        let raw = json!({"jsonrpc":"2.0","id":7,"method":"future/thing",
+            "params":{"_meta":{"x.y/z":1},"new":[1,2]},"extension":{"a":true}});
+        let m = Message::from_value(raw.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&m).unwrap(), raw);
+    }
+
+    #[test]
+    fn error_response_without_id_serialises_null_id() {
+        let m = Message::error_response(None, ErrorObject::new(code::PARSE_ERROR, "bad"));
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["id"], Value::Null);
+        assert_eq!(v["error"]["code"], -32700);
+    }
+}

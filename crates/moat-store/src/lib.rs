@@ -1,0 +1,81 @@
+//! Storage for moat: the schema, its versioned migrations, and tenant-scoped
+//! repositories over SQLite (the zero-config default) and PostgreSQL.
+//!
+//! This crate owns rows, not rules: it does no cryptography (API key hashes
+//! arrive already hashed), no authorisation (who may list every tenant's
+//! audit is the caller's decision) and no protocol work.
+//!
+//! # Shape
+//!
+//! [`Store`] wraps one `sqlx` `AnyPool`; every table group is a module that
+//! adds methods to it: [`tenants`], [`users`], [`keys`] (API keys),
+//! [`servers`] (upstream registrations) and [`audit`]. Queries are written
+//! once in portable SQL (`$n` placeholders, `TEXT` ids, `BIGINT` unix
+//! milliseconds, JSON as `TEXT`); only the migrations differ per backend
+//! (`migrations/sqlite`, `migrations/postgres`, embedded at compile time and
+//! applied by [`Store::connect`]; applying them twice is a no-op).
+//!
+//! Booleans are `BOOLEAN` on PostgreSQL and `INTEGER` 0/1 (with a `CHECK`)
+//! on SQLite: the Any driver refuses SQLite's `BOOLEAN` declared type, binds a
+//! Rust `bool` as the right thing on each backend, and one helper reads both.
+//!
+//! # Tenant isolation
+//!
+//! Every method that touches a tenant's rows takes a [`moat_core::TenantId`]
+//! and filters on `tenant_id` in its SQL, on both backends. On PostgreSQL each
+//! such method also runs in a transaction that first does
+//! `SELECT set_config('app.tenant_id', $1, true)`, and every tenant-owned
+//! table has `FORCE ROW LEVEL SECURITY` with the policy
+//! `tenant_id = current_setting('app.tenant_id', true)`: a query that forgot
+//! its filter still sees only its tenant, and a connection with no tenant set
+//! sees no rows at all. The `tenants` table is the directory (ids and names)
+//! and has no policy: a tenant must be resolved before a scope exists.
+//!
+//! A few operations must cross tenants and say so in their names and docs:
+//! [`Store::api_key_for_auth`] (authentication, before the tenant is known),
+//! [`Store::list_all_servers`] (boot), [`Store::append_audit`] (the audit
+//! sink) and [`Store::list_audit`] with no tenant (the operator's view). On
+//! PostgreSQL they run in a transaction that sets `app.bypass_rls = 'on'`,
+//! which the policies also accept. We chose this over `SECURITY DEFINER`
+//! functions because `FORCE` makes even the owner subject to the policies, so
+//! definer functions would need a bypass of their own anyway, and because the
+//! setting carries the same trust as `app.tenant_id`: both are
+//! transaction-local (`set_config(…, true)`), so a pooled connection never
+//! carries either into the next transaction, and nothing but those methods
+//! sets the bypass. RLS here defends against a forgotten filter; SQL
+//! injection is excluded by binding every value.
+//!
+//! # Roles on PostgreSQL
+//!
+//! Superusers and roles with `BYPASSRLS` skip every policy. Run the
+//! migrations as the schema owner ([`Store::connect`], or [`Store::migrate`]),
+//! and serve as a separate application role that is neither superuser nor
+//! owner, opened with [`Store::connect_with`] and `StoreOptions { migrate:
+//! false, .. }`. That role needs `USAGE` on the schema and `SELECT, INSERT,
+//! UPDATE, DELETE` on `tenants`, `users`, `api_keys` and `servers`, and
+//! `SELECT, INSERT` on `audit_events`. (With `FORCE`, even a deployment that
+//! serves as the owner keeps the policies; only a superuser loses them.)
+//!
+//! # Audit
+//!
+//! `audit_events` is append-only: triggers abort every `UPDATE` and `DELETE`
+//! (and `TRUNCATE` on PostgreSQL). It has no foreign key to `tenants`, so a
+//! deleted tenant's trail stays, and events with no known tenant have a null
+//! `tenant_id`.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+mod error;
+pub mod keys;
+pub mod servers;
+mod store;
+pub mod tenants;
+pub mod users;
+
+pub use audit::{AuditEvent, AuditQuery, AuditResult, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, NewAuditEvent};
+pub use error::StoreError;
+pub use keys::{ApiKeyRecord, AuthKeyRecord, NewApiKey};
+pub use servers::{NewServer, ServerRecord, ServerSource, Transport};
+pub use store::{Backend, ParseError, Store, StoreOptions};
+pub use tenants::TenantRecord;
+pub use users::{NewUser, UserRecord};
