@@ -270,6 +270,12 @@ impl<P: Clone + Send + Sync + 'static> KeyCache<P> {
     }
 }
 
+/// Fills `buf` from the system RNG (aws-lc-rs), for ids that must be
+/// unguessable (session ids, state values).
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), KeyError> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| KeyError::Random)
+}
+
 /// Exposes the token of a generated key for one-time display.
 pub fn reveal(key: &GeneratedKey) -> &str {
     key.token.expose_secret()

@@ -13,5 +13,5 @@ pub mod keys;
 
 pub use keys::{
     CachedKey, GeneratedKey, KeyCache, KeyError, KeyFormatError, ParsedKey, generate_key, hash_token,
-    parse_key, reveal, verify_token,
+    parse_key, random_bytes, reveal, verify_token,
 };

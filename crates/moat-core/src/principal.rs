@@ -40,6 +40,8 @@ pub enum AuthMethod {
     ApiKey,
     /// An access token issued by moat's authorization server.
     AccessToken,
+    /// No credential: a server explicitly opened with `allow_anonymous`.
+    Anonymous,
 }
 
 /// An authenticated caller. Built only by the authentication stage.

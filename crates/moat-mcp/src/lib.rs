@@ -6,6 +6,7 @@
 //! who may call what is decided in `moat-gateway`.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod jsonrpc;
 pub mod protocol;
 pub mod sse;

@@ -91,11 +91,12 @@ pub fn decode_header_value(raw: &[u8]) -> Option<String> {
 /// base64 sentinel when plain ASCII would be unsafe or ambiguous.
 pub fn encode_header_value(value: &str) -> String {
     use base64::Engine as _;
+    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
     let plain = !value.is_empty()
         && value.bytes().all(|b| (0x20..=0x7e).contains(&b))
         && !value.starts_with(' ')
         && !value.ends_with(' ')
-        && !(value.starts_with("=?base64?") && value.ends_with("?="));
+        && !sentinel;
     if plain {
         value.to_owned()
     } else {

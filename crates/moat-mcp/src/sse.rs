@@ -89,10 +89,7 @@ impl Decoder {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, TooLarge> {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
-        loop {
-            let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                break;
-            };
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
             // A CR at the very end may be the first half of CRLF: wait.
             if self.buf[pos] == b'\r' && pos + 1 == self.buf.len() {
                 break;

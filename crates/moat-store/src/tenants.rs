@@ -33,7 +33,11 @@ impl Store {
     /// Creates a tenant. A taken name is a [`StoreError::Conflict`].
     pub async fn create_tenant(&self, name: &str) -> Result<TenantRecord, StoreError> {
         check_name("tenant", name)?;
-        let record = TenantRecord { id: TenantId::generate(), name: name.to_owned(), created_at: now_ms() };
+        let record = TenantRecord {
+            id: TenantId::generate(),
+            name: name.to_owned(),
+            created_at: now_ms(),
+        };
         sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(record.id.as_str())
             .bind(name)

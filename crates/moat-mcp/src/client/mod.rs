@@ -171,6 +171,9 @@ pub struct CallContext {
 }
 
 /// Something the upstream did that is not the answer to a call.
+// Boxing the message would save memory on rare events at the price of the
+// agreed interface.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum UpstreamEvent {
@@ -581,7 +584,11 @@ impl Inner {
                     headers,
                     self.opts.max_message_bytes,
                 )?;
-                Conn::Http(streamable_http::HttpConn::new(shared, Arc::clone(&router)))
+                Conn::Http(streamable_http::HttpConn::new(
+                    shared,
+                    Arc::clone(&router),
+                    self.opts.client_info.clone(),
+                ))
             }
             UpstreamSpec::Sse { url, headers } => {
                 let shared = transport::HttpShared::new(
@@ -706,6 +713,9 @@ impl Inner {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Ok(resp)) => Ok(meta::classify_discover(&resp)),
             Ok(Err(Fail::EraMismatch(why))) => Ok(meta::Probe::Legacy(why)),
+            Ok(Err(Fail::Error(UpstreamError::Rpc(e)))) => {
+                Ok(meta::classify_discover(&Message::error_response(None, e)))
+            }
             Ok(Err(f)) => Err(f.into_error()),
         }
     }

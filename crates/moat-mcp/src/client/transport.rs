@@ -129,11 +129,7 @@ pub(crate) async fn raw_call(
     match conn {
         Conn::Stdio(c) => c.send(&msg).await?,
         Conn::Sse(c) => c.post(&msg).await?,
-        Conn::Http(c) => {
-            if let Some(answer) = c.call(&msg, id, &mut rx, progress.as_ref()).await? {
-                return Ok(answer);
-            }
-        }
+        Conn::Http(c) => return c.call(&msg, id, &mut rx, progress.as_ref()).await,
     }
     match rx.await {
         Ok(outcome) => outcome,

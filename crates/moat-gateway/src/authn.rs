@@ -1,0 +1,168 @@
+//! Stage 1 of the request path: who is calling?
+//!
+//! `Authorization: Bearer moat_…` is checked offline (prefix, length,
+//! checksum), then against the verification cache, and only on a miss
+//! against storage and Argon2id (on the blocking pool, so a burst of bad
+//! keys cannot stall the async workers). See `moat_auth::keys` for the cache
+//! design. Access tokens from the OAuth server arrive with that issue.
+
+use crate::audit::AuditSink;
+use axum::http::HeaderMap;
+use moat_auth::{CachedKey, KeyCache};
+use moat_core::{AuthMethod, Principal, now_ms};
+use moat_store::{AuditEvent, AuditResult, Store};
+use std::time::Duration;
+
+/// Why a request is not authenticated. Every variant but `Unavailable`
+/// becomes 401; clients are told only "missing" or "invalid".
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    #[error("authentication required")]
+    Missing,
+    /// A header that is not `Bearer <token>`, a token of the wrong shape or
+    /// checksum, an unknown, revoked or expired key, or a wrong secret.
+    #[error("invalid credentials")]
+    Invalid(&'static str),
+    /// Storage could not be asked (503: fail closed, never open).
+    #[error("authentication is temporarily unavailable")]
+    Unavailable,
+}
+
+/// Where a request came from, for audit.
+#[derive(Clone, Debug, Default)]
+pub struct RequestMeta {
+    /// Client address.
+    pub source_addr: Option<String>,
+    /// The request id (also in logs and the `x-request-id` header).
+    pub request_id: Option<String>,
+}
+
+/// The authentication stage.
+pub struct Authenticator {
+    store: Store,
+    cache: KeyCache<Principal>,
+    audit: AuditSink,
+}
+
+impl Authenticator {
+    /// A stage over `store` whose verification cache keeps entries for `ttl`.
+    pub fn new(store: Store, audit: AuditSink, ttl: Duration) -> Result<Self, moat_auth::KeyError> {
+        Ok(Self {
+            store,
+            cache: KeyCache::new(10_000, ttl)?,
+            audit,
+        })
+    }
+
+    /// Drops cached verifications of a key (revoke, regenerate).
+    pub fn invalidate_key(&self, key_id: &str) {
+        self.cache.invalidate_key(key_id);
+    }
+
+    /// Drops every cached verification (tenant deletion).
+    pub fn invalidate_all(&self) {
+        self.cache.clear();
+    }
+
+    /// Authenticates the request's bearer token.
+    pub async fn authenticate(&self, headers: &HeaderMap, meta: &RequestMeta) -> Result<Principal, AuthFailure> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(AuthFailure::Missing);
+        };
+        let result = self.verify_header(value.as_bytes()).await;
+        match &result {
+            Ok((principal, fresh)) => {
+                if *fresh {
+                    let mut ev = AuditEvent::new(principal.kind.as_str(), "auth.success", AuditResult::Ok);
+                    ev.tenant_id = Some(principal.tenant_id.clone());
+                    ev.actor_id = Some(principal.user_id.to_string());
+                    ev.resource = Some(format!("api_key:{}", principal.credential_id));
+                    self.emit(ev, meta).await;
+                }
+            }
+            Err(AuthFailure::Invalid(reason)) => {
+                let mut ev = AuditEvent::new("unknown", "auth.failure", AuditResult::Denied);
+                ev.metadata = serde_json::json!({ "reason": reason });
+                self.emit(ev, meta).await;
+            }
+            Err(_) => {}
+        }
+        result.map(|(p, _)| p)
+    }
+
+    async fn emit(&self, mut ev: AuditEvent, meta: &RequestMeta) {
+        ev.source_addr = meta.source_addr.clone();
+        ev.request_id = meta.request_id.clone();
+        self.audit.record(ev).await;
+    }
+
+    /// Returns the principal and whether it was freshly verified (a cache miss).
+    async fn verify_header(&self, raw: &[u8]) -> Result<(Principal, bool), AuthFailure> {
+        let text = std::str::from_utf8(raw).map_err(|_| AuthFailure::Invalid("malformed header"))?;
+        let (scheme, token) = text.split_once(' ').ok_or(AuthFailure::Invalid("malformed header"))?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthFailure::Invalid("unsupported scheme"));
+        }
+        let token = token.trim();
+        let parsed = moat_auth::parse_key(token).map_err(|e| match e {
+            moat_auth::KeyFormatError::Checksum => AuthFailure::Invalid("checksum mismatch"),
+            _ => AuthFailure::Invalid("not a moat key"),
+        })?;
+        let now = now_ms();
+        if let Some(hit) = self.cache.get(token, now) {
+            return Ok((hit.principal, false));
+        }
+        let record = self
+            .store
+            .api_key_for_auth(parsed.public_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "key lookup failed");
+                AuthFailure::Unavailable
+            })?
+            .ok_or(AuthFailure::Invalid("unknown key"))?;
+        // Verify before looking at revocation or expiry, so that timing does
+        // not tell an attacker which public ids exist in which state.
+        let hash = record.secret_hash.clone();
+        let presented = token.to_owned();
+        let ok = tokio::task::spawn_blocking(move || moat_auth::verify_token(&presented, &hash))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(AuthFailure::Invalid("wrong secret"));
+        }
+        if record.is_revoked() {
+            return Err(AuthFailure::Invalid("revoked key"));
+        }
+        if record.is_expired(now) {
+            return Err(AuthFailure::Invalid("expired key"));
+        }
+        let principal = Principal {
+            tenant_id: record.tenant_id.clone(),
+            tenant_name: record.tenant_name.clone(),
+            user_id: record.user_id.clone(),
+            kind: record.kind,
+            role: record.role,
+            operator: record.operator,
+            credential_id: record.id.to_string(),
+            method: AuthMethod::ApiKey,
+        };
+        self.cache.insert(
+            token,
+            CachedKey {
+                key_id: record.id.to_string(),
+                principal: principal.clone(),
+                expires_at_ms: record.expires_at,
+            },
+        );
+        let store = self.store.clone();
+        let (tenant, id) = (record.tenant_id.clone(), record.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(&tenant, &id, now).await {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        });
+        Ok((principal, true))
+    }
+}

@@ -1,0 +1,531 @@
+//! Method dispatch, shared by every downstream transport: answers what the
+//! gateway answers itself (`ping`, `server/discover`, `initialize` results),
+//! merges lists over the caller's upstreams, routes calls by their
+//! namespaced name or URI, and passes everything else through untouched.
+
+use super::names::{self, list_key};
+use crate::authn::RequestMeta;
+use crate::state::App;
+use crate::telemetry;
+use crate::upstreams::{ServerEntry, list_method};
+use base64::Engine as _;
+use moat_core::Principal;
+use moat_mcp::client::{CallContext, UpstreamError};
+use moat_mcp::jsonrpc::code;
+use moat_mcp::{ErrorObject, Message, protocol};
+use moat_store::{AuditEvent, AuditResult};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the caller addressed: every upstream it may use, or one.
+#[derive(Clone)]
+pub enum Scope {
+    /// `/mcp`: names are namespaced.
+    Aggregate,
+    /// `/mcp/<server>`: names are the upstream's own.
+    Server(Arc<ServerEntry>),
+}
+
+impl Scope {
+    /// The server name for logs and metrics (`*` when aggregated).
+    pub fn label(&self) -> &str {
+        match self {
+            Scope::Aggregate => "*",
+            Scope::Server(e) => e.name(),
+        }
+    }
+}
+
+/// Everything dispatch knows about one request.
+pub struct CallCtx {
+    /// Shared state.
+    pub app: App,
+    /// The authenticated caller.
+    pub principal: Principal,
+    /// What it addressed.
+    pub scope: Scope,
+    /// True for a 2026-07-28 (stateless) request.
+    pub modern: bool,
+    /// The protocol version in force.
+    pub version: String,
+    /// The client's capabilities (per request when modern, per session when legacy).
+    pub client_caps: Option<Value>,
+    /// Address and request id, for audit.
+    pub meta: RequestMeta,
+    /// Where request-related notifications (progress, log messages) go.
+    pub notify: Option<mpsc::Sender<Message>>,
+}
+
+fn err(code: i64, message: impl Into<String>) -> ErrorObject {
+    ErrorObject::new(code, message)
+}
+
+/// Turns an upstream failure into a JSON-RPC error that names the server.
+pub fn upstream_error(server: &str, method: &str, e: UpstreamError, timeout: Duration) -> ErrorObject {
+    let (kind, message) = match e {
+        UpstreamError::Rpc(obj) => {
+            telemetry::upstream_error(server, method, "rpc");
+            return obj;
+        }
+        UpstreamError::Timeout => (
+            "timeout",
+            format!("upstream `{server}` did not answer within {} s", timeout.as_secs()),
+        ),
+        UpstreamError::Unavailable(m) => ("unavailable", format!("upstream `{server}` is unavailable: {m}")),
+        UpstreamError::Protocol(m) => ("protocol", format!("upstream `{server}` sent an invalid response: {m}")),
+        UpstreamError::Busy => ("busy", format!("upstream `{server}` is busy: too many calls in flight")),
+        UpstreamError::Closed => ("closed", format!("upstream `{server}` is shutting down")),
+        other => ("other", format!("upstream `{server}` failed: {other}")),
+    };
+    telemetry::upstream_error(server, method, kind);
+    err(code::UPSTREAM_ERROR, message).with_data(json!({ "server": server }))
+}
+
+/// Capabilities the aggregated endpoint advertises.
+fn aggregate_capabilities() -> Value {
+    json!({
+        "tools": { "listChanged": true },
+        "prompts": { "listChanged": true },
+        "resources": { "subscribe": true, "listChanged": true },
+        "completions": {},
+        "logging": {},
+    })
+}
+
+fn server_info() -> Value {
+    json!({ "name": "moat", "title": "moat MCP gateway", "version": env!("CARGO_PKG_VERSION") })
+}
+
+/// Capabilities, server info and instructions for a scope. For one server,
+/// this connects to it (lazily started upstreams start here).
+async fn describe(ctx: &CallCtx) -> Result<(Value, Value, Option<String>), ErrorObject> {
+    match &ctx.scope {
+        Scope::Aggregate => Ok((
+            aggregate_capabilities(),
+            server_info(),
+            Some(
+                "moat aggregates several MCP servers. Tools and prompts are named `<server>__<name>`; \
+                 resource URIs are prefixed `<server>+`."
+                    .into(),
+            ),
+        )),
+        Scope::Server(entry) => {
+            entry
+                .upstream
+                .connect()
+                .await
+                .map_err(|e| upstream_error(entry.name(), "initialize", e, ctx.app.cfg.call_timeout))?;
+            let hello = entry.upstream.hello();
+            let caps = hello
+                .as_ref()
+                .map(|h| h.capabilities.clone())
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            let info = hello
+                .as_ref()
+                .map(|h| h.server_info.clone())
+                .filter(Value::is_object)
+                .unwrap_or_else(server_info);
+            Ok((caps, info, hello.and_then(|h| h.instructions)))
+        }
+    }
+}
+
+/// The result of a legacy `initialize` for `version`.
+pub async fn initialize_result(ctx: &CallCtx, version: &str) -> Result<Value, ErrorObject> {
+    let (caps, info, instructions) = describe(ctx).await?;
+    let mut result = json!({ "protocolVersion": version, "capabilities": caps, "serverInfo": info });
+    if let Some(i) = instructions {
+        result["instructions"] = Value::String(i);
+    }
+    Ok(result)
+}
+
+async fn discover(ctx: &CallCtx) -> Result<Value, ErrorObject> {
+    let (caps, info, instructions) = describe(ctx).await?;
+    let mut result = json!({
+        "supportedVersions": protocol::SUPPORTED_VERSIONS,
+        "capabilities": caps,
+        "_meta": { protocol::META_SERVER_INFO: info },
+    });
+    if let Some(i) = instructions {
+        result["instructions"] = Value::String(i);
+    }
+    Ok(result)
+}
+
+/// Handles one request and returns its response.
+pub async fn dispatch(ctx: &CallCtx, req: Message) -> Message {
+    let id = req.id.clone().unwrap_or(Value::Null);
+    let method = req.method_str().to_owned();
+    let started = Instant::now();
+    let (outcome, resource) = match route(ctx, &method, req.params).await {
+        Ok((mut result, resource)) => {
+            if ctx.modern {
+                normalise_modern(&method, &mut result);
+            }
+            (Ok(result), resource)
+        }
+        Err((e, resource)) => (Err(e), resource),
+    };
+    let elapsed = started.elapsed();
+    let server = resource
+        .as_deref()
+        .and_then(|r| r.split('/').next())
+        .unwrap_or(ctx.scope.label())
+        .to_owned();
+    let status = match &outcome {
+        Ok(_) => "ok",
+        Err(e) if e.code == code::FORBIDDEN => "denied",
+        Err(_) => "error",
+    };
+    telemetry::mcp_call(&server, &method, status, elapsed.as_secs_f64());
+    audit_call(ctx, &method, resource, &outcome, elapsed).await;
+    match outcome {
+        Ok(result) => Message::response(id, result),
+        Err(e) => Message::error_response(Some(id), e),
+    }
+}
+
+async fn audit_call(
+    ctx: &CallCtx,
+    method: &str,
+    resource: Option<String>,
+    outcome: &Result<Value, ErrorObject>,
+    elapsed: Duration,
+) {
+    let result = match outcome {
+        Ok(_) => AuditResult::Ok,
+        Err(e) if e.code == code::FORBIDDEN => AuditResult::Denied,
+        Err(_) => AuditResult::Error,
+    };
+    let mut ev = AuditEvent::new(ctx.principal.kind.as_str(), format!("mcp.{method}"), result);
+    ev.tenant_id = Some(ctx.principal.tenant_id.clone());
+    ev.actor_id = Some(ctx.principal.user_id.to_string());
+    ev.resource = resource;
+    ev.source_addr = ctx.meta.source_addr.clone();
+    ev.request_id = ctx.meta.request_id.clone();
+    ev.latency_ms = i64::try_from(elapsed.as_millis()).ok();
+    let mut meta = Map::new();
+    meta.insert("era".into(), json!(if ctx.modern { "modern" } else { "legacy" }));
+    meta.insert("protocol_version".into(), json!(ctx.version));
+    meta.insert("endpoint".into(), json!(ctx.scope.label()));
+    meta.insert("credential".into(), json!(ctx.principal.credential_id));
+    if let Err(e) = outcome {
+        meta.insert("error_code".into(), json!(e.code));
+    }
+    ev.metadata = Value::Object(meta);
+    ctx.app.audit.record(ev).await;
+}
+
+/// Modern results carry `resultType`; cacheable ones a TTL and a scope.
+fn normalise_modern(method: &str, result: &mut Value) {
+    let Some(obj) = result.as_object_mut() else { return };
+    obj.entry("resultType").or_insert_with(|| json!("complete"));
+    let cacheable = list_method(method).is_some() || matches!(method, "resources/read" | "server/discover");
+    if cacheable {
+        obj.entry("ttlMs").or_insert_with(|| json!(0));
+        obj.entry("cacheScope").or_insert_with(|| json!("private"));
+    }
+}
+
+type Routed = Result<(Value, Option<String>), (ErrorObject, Option<String>)>;
+
+async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
+    let local = |r: Result<Value, ErrorObject>| r.map(|v| (v, None)).map_err(|e| (e, None));
+    match method {
+        "ping" => Ok((json!({}), None)),
+        "server/discover" => local(discover(ctx).await),
+        "initialize" => local(Err(err(
+            code::INVALID_REQUEST,
+            "`initialize` is only valid as the first request of a session",
+        ))),
+        m if list_method(m).is_some() => match &ctx.scope {
+            Scope::Aggregate => local(aggregate_list(ctx, m, params.as_ref()).await),
+            Scope::Server(entry) => {
+                let cursor = params
+                    .as_ref()
+                    .and_then(|p| p.get("cursor"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let r = ctx
+                    .app
+                    .pool
+                    .list_page(entry, list_method(m).unwrap_or("tools/list"), cursor, call_context(ctx, None))
+                    .await
+                    .map_err(|e| upstream_error(entry.name(), m, e, ctx.app.cfg.call_timeout));
+                let res = Some(entry.name().to_owned());
+                r.map(|v| (v, res.clone())).map_err(|e| (e, res))
+            }
+        },
+        "logging/setLevel" => match &ctx.scope {
+            Scope::Aggregate => {
+                let entries = ctx.app.pool.for_tenant(&ctx.principal.tenant_id);
+                let calls = entries.iter().map(|e| e.upstream.request(method, params.clone(), call_context(ctx, None)));
+                let _ = futures::future::join_all(calls).await;
+                Ok((json!({}), None))
+            }
+            Scope::Server(entry) => forward(ctx, entry.clone(), method, params, None).await,
+        },
+        _ => route_call(ctx, method, params).await,
+    }
+}
+
+fn call_context(ctx: &CallCtx, progress: Option<mpsc::Sender<Value>>) -> CallContext {
+    CallContext {
+        timeout: None,
+        progress,
+        client_capabilities: ctx.client_caps.clone(),
+    }
+}
+
+/// Which namespaced member addresses the server, per method.
+enum Target {
+    Name,
+    Uri,
+    Ref,
+}
+
+fn target_of(method: &str) -> Option<Target> {
+    match method {
+        "tools/call" | "prompts/get" => Some(Target::Name),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(Target::Uri),
+        "completion/complete" => Some(Target::Ref),
+        _ => None,
+    }
+}
+
+async fn route_call(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
+    if let Scope::Server(entry) = &ctx.scope {
+        let resource = describe_resource(entry.name(), method, params.as_ref());
+        return forward(ctx, entry.clone(), method, params, resource).await;
+    }
+    let Some(target) = target_of(method) else {
+        return Err((
+            err(code::METHOD_NOT_FOUND, format!("method `{method}` is not available on the aggregated endpoint; use /mcp/<server>")),
+            None,
+        ));
+    };
+    let mut params = params.unwrap_or_else(|| json!({}));
+    let (server, inner) = match unprefix(&target, &mut params) {
+        Ok(pair) => pair,
+        Err(e) => return Err((e, None)),
+    };
+    let Some(entry) = ctx.app.pool.get(&ctx.principal.tenant_id, &server) else {
+        let what = match target {
+            Target::Uri => "resource",
+            _ if method == "prompts/get" => "prompt",
+            _ => "tool",
+        };
+        return Err((
+            err(code::INVALID_PARAMS, format!("unknown {what} `{}`: no server named `{server}`", inner)),
+            None,
+        ));
+    };
+    let resource = Some(format!("{server}/{inner}"));
+    let (mut result, resource) = forward(ctx, entry, method, Some(params), resource).await?;
+    match method {
+        "tools/call" | "prompts/get" => names::prefix_content_uris(&server, &mut result),
+        "resources/read" => names::prefix_read_result(&server, &mut result),
+        _ => {}
+    }
+    Ok((result, resource))
+}
+
+fn describe_resource(server: &str, method: &str, params: Option<&Value>) -> Option<String> {
+    let p = params?;
+    let inner = match target_of(method)? {
+        Target::Name => p.get("name")?.as_str()?.to_owned(),
+        Target::Uri => p.get("uri")?.as_str()?.to_owned(),
+        Target::Ref => p.get("ref")?.get("name").or_else(|| p.get("ref")?.get("uri"))?.as_str()?.to_owned(),
+    };
+    Some(format!("{server}/{inner}"))
+}
+
+/// Splits a namespaced name or URI into (server, inner).
+type Splitter = fn(&str) -> Option<(&str, &str)>;
+
+/// Strips the namespace from the addressed member; returns (server, inner name).
+fn unprefix(target: &Target, params: &mut Value) -> Result<(String, String), ErrorObject> {
+    let invalid = |what: &str| err(code::INVALID_PARAMS, format!("missing or malformed `{what}`"));
+    let (slot, split): (&mut Value, Splitter) = match target {
+        Target::Name => (params.get_mut("name").ok_or_else(|| invalid("name"))?, names::split_name),
+        Target::Uri => (params.get_mut("uri").ok_or_else(|| invalid("uri"))?, names::split_uri),
+        Target::Ref => {
+            let r = params.get_mut("ref").ok_or_else(|| invalid("ref"))?;
+            let key = if r.get("uri").is_some() { "uri" } else { "name" };
+            let split: Splitter =
+                if key == "uri" { names::split_uri } else { names::split_name };
+            (r.get_mut(key).ok_or_else(|| invalid("ref"))?, split)
+        }
+    };
+    let full = slot.as_str().ok_or_else(|| invalid("name"))?.to_owned();
+    let Some((server, inner)) = split(&full) else {
+        return Err(err(
+            code::INVALID_PARAMS,
+            format!("`{full}` is not namespaced: expected `<server>__<name>` (or `<server>+<uri>` for resources)"),
+        ));
+    };
+    let (server, inner) = (server.to_owned(), inner.to_owned());
+    *slot = Value::String(inner.clone());
+    Ok((server, inner))
+}
+
+async fn forward(
+    ctx: &CallCtx,
+    entry: Arc<ServerEntry>,
+    method: &str,
+    params: Option<Value>,
+    resource: Option<String>,
+) -> Routed {
+    let (progress_tx, relay) = match &ctx.notify {
+        Some(downstream) => {
+            let (tx, mut rx) = mpsc::channel::<Value>(64);
+            let downstream = downstream.clone();
+            let relay = tokio::spawn(async move {
+                while let Some(params) = rx.recv().await {
+                    let method = if params.get("progressToken").is_some() {
+                        "notifications/progress"
+                    } else {
+                        "notifications/message"
+                    };
+                    if downstream.send(Message::notification(method, Some(params))).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            (Some(tx), Some(relay))
+        }
+        None => (None, None),
+    };
+    let result = entry
+        .upstream
+        .request(method, params, call_context(ctx, progress_tx))
+        .await;
+    if let Some(relay) = relay {
+        // The sender side is gone with the call: the relay drains and ends.
+        let _ = relay.await;
+    }
+    match result {
+        Ok(v) => Ok((v, resource)),
+        Err(e) => Err((upstream_error(entry.name(), method, e, ctx.app.cfg.call_timeout), resource)),
+    }
+}
+
+/// The aggregated cursor: which server to continue at, and its own cursor.
+fn encode_cursor(server: &str, inner: Option<&str>) -> String {
+    let raw = json!({ "s": server, "c": inner }).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Option<(String, Option<String>)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    let server = v.get("s")?.as_str()?.to_owned();
+    let inner = match v.get("c")? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        _ => return None,
+    };
+    Some((server, inner))
+}
+
+/// Merges one list method over the caller's servers. Pages of upstreams
+/// that do not paginate are merged into one response; when an upstream
+/// returns a `nextCursor`, the response stops there and the aggregated
+/// cursor continues inside that upstream, so pagination passes through.
+/// A failing upstream is skipped (and logged), never failing the list.
+async fn aggregate_list(ctx: &CallCtx, method: &str, params: Option<&Value>) -> Result<Value, ErrorObject> {
+    let method = list_method(method).unwrap_or("tools/list");
+    let key = list_key(method).unwrap_or("tools");
+    let entries = ctx.app.pool.for_tenant(&ctx.principal.tenant_id);
+    let (start, mut cursor) = match params.and_then(|p| p.get("cursor")) {
+        None | Some(Value::Null) => (0, None),
+        Some(Value::String(c)) => {
+            let invalid = || err(code::INVALID_PARAMS, "invalid or expired cursor");
+            let (server, inner) = decode_cursor(c).ok_or_else(invalid)?;
+            let idx = entries.iter().position(|e| e.name() == server).ok_or_else(invalid)?;
+            (idx, inner)
+        }
+        Some(_) => return Err(err(code::INVALID_PARAMS, "`cursor` must be a string")),
+    };
+    let timeout = ctx.app.cfg.call_timeout.min(Duration::from_secs(10));
+    let mut items = Vec::new();
+    for entry in entries.iter().skip(start) {
+        let this_cursor = cursor.take();
+        if entry.is_unhealthy() && this_cursor.is_none() {
+            continue;
+        }
+        let cx = CallContext {
+            timeout: Some(timeout),
+            progress: None,
+            client_capabilities: ctx.client_caps.clone(),
+        };
+        let page = match ctx.app.pool.list_page(entry, method, this_cursor, cx).await {
+            Ok(page) => page,
+            Err(UpstreamError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => continue,
+            Err(e) => {
+                let e = upstream_error(entry.name(), method, e, timeout);
+                tracing::warn!(upstream = entry.name(), method, error = %e.message, "skipping upstream in aggregated list");
+                continue;
+            }
+        };
+        if let Some(list) = page.get(key).and_then(Value::as_array) {
+            for item in list {
+                let mut item = item.clone();
+                names::prefix_item(method, entry.name(), &mut item);
+                items.push(item);
+            }
+        }
+        if let Some(next) = page.get("nextCursor").and_then(Value::as_str) {
+            let mut result = json!({ key: items });
+            result["nextCursor"] = json!(encode_cursor(entry.name(), Some(next)));
+            return Ok(result);
+        }
+    }
+    Ok(json!({ key: items }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = encode_cursor("srv", Some("abc"));
+        assert_eq!(decode_cursor(&c), Some(("srv".into(), Some("abc".into()))));
+        let c = encode_cursor("srv", None);
+        assert_eq!(decode_cursor(&c), Some(("srv".into(), None)));
+        assert_eq!(decode_cursor("!!"), None);
+        assert_eq!(decode_cursor("e30"), None);
+    }
+
+    #[test]
+    fn unprefix_rewrites_the_addressed_member() {
+        let mut p = json!({"name":"ev__echo","arguments":{"x":1}});
+        assert_eq!(unprefix(&Target::Name, &mut p).unwrap(), ("ev".into(), "echo".into()));
+        assert_eq!(p["name"], "echo");
+        let mut p = json!({"uri":"ev+test://a"});
+        assert_eq!(unprefix(&Target::Uri, &mut p).unwrap().0, "ev");
+        assert_eq!(p["uri"], "test://a");
+        let mut p = json!({"ref":{"type":"ref/prompt","name":"ev__p"}});
+        unprefix(&Target::Ref, &mut p).unwrap();
+        assert_eq!(p["ref"]["name"], "p");
+        let mut p = json!({"name":"plain"});
+        assert_eq!(unprefix(&Target::Name, &mut p).unwrap_err().code, code::INVALID_PARAMS);
+    }
+
+    #[test]
+    fn modern_results_are_normalised() {
+        let mut v = json!({"tools":[]});
+        normalise_modern("tools/list", &mut v);
+        assert_eq!(v["resultType"], "complete");
+        assert_eq!(v["cacheScope"], "private");
+        let mut v = json!({"content":[], "resultType":"input_required"});
+        normalise_modern("tools/call", &mut v);
+        assert_eq!(v["resultType"], "input_required");
+        assert!(v.get("ttlMs").is_none());
+    }
+}

@@ -1,0 +1,630 @@
+//! Streamable HTTP at `/mcp` and `/mcp/<server>`, both protocol eras.
+//!
+//! Era per request (spec 2026-07-28 "Versioning: dual-era server"):
+//! * a body whose `params._meta` names a protocol version is **modern**:
+//!   stateless, headers validated against the body, no session;
+//! * a request with `Mcp-Session-Id` belongs to a **legacy** session;
+//! * an `initialize` without either opens a legacy session;
+//! * anything else is refused with 400.
+
+use super::dispatch::{CallCtx, Scope, dispatch, initialize_result};
+use super::session::{EventLog, Session, SessionTransport};
+use super::wire::{self, accepted, json_message, rpc_error, sse_response};
+use crate::authn::{AuthFailure, RequestMeta};
+use crate::state::App;
+use crate::upstreams::ServerEntry;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use moat_core::{AuthMethod, Principal, PrincipalKind, Role, UserId};
+use moat_mcp::jsonrpc::code;
+use moat_mcp::{ErrorObject, Kind, Message, protocol};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Who is calling and what they addressed, or the response that refuses.
+pub struct Caller {
+    /// The principal.
+    pub principal: Principal,
+    /// The addressed scope.
+    pub scope: Scope,
+    /// Address and request id.
+    pub meta: RequestMeta,
+}
+
+fn anonymous_principal(entry: &ServerEntry) -> Principal {
+    Principal {
+        tenant_id: entry.record.tenant_id.clone(),
+        tenant_name: String::new(),
+        user_id: UserId::from_string("anonymous"),
+        kind: PrincipalKind::Service,
+        role: Role::Member,
+        operator: false,
+        credential_id: format!("anonymous:{}", entry.record.id),
+        method: AuthMethod::Anonymous,
+    }
+}
+
+/// Authenticates the request and resolves the addressed scope.
+pub async fn resolve_caller(
+    app: &App,
+    headers: &HeaderMap,
+    addr: Option<SocketAddr>,
+    server: Option<&str>,
+    path: &str,
+) -> Result<Caller, Response> {
+    let meta = wire::request_meta(headers, addr);
+    if headers.get(header::AUTHORIZATION).is_none()
+        && let Some(name) = server
+    {
+        let open = app.pool.anonymous(name);
+        if let [entry] = open.as_slice() {
+            return Ok(Caller {
+                principal: anonymous_principal(entry),
+                scope: Scope::Server(entry.clone()),
+                meta,
+            });
+        }
+    }
+    let principal = match app.auth.authenticate(headers, &meta).await {
+        Ok(p) => p,
+        Err(f) => return Err(wire::auth_failure(app, path, &f)),
+    };
+    let scope = match server {
+        None => Scope::Aggregate,
+        Some(name) => match app.pool.get(&principal.tenant_id, name) {
+            Some(entry) => Scope::Server(entry),
+            None => {
+                return Err(rpc_error(
+                    StatusCode::NOT_FOUND,
+                    None,
+                    code::INVALID_PARAMS,
+                    format!("no server named `{name}` in tenant `{}`", principal.tenant_name),
+                ));
+            }
+        },
+    };
+    Ok(Caller { principal, scope, meta })
+}
+
+fn same_scope(a: &Scope, b: &Scope) -> bool {
+    match (a, b) {
+        (Scope::Aggregate, Scope::Aggregate) => true,
+        (Scope::Server(x), Scope::Server(y)) => x.record.id == y.record.id,
+        _ => false,
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn path_of(server: Option<&str>) -> String {
+    server.map_or_else(|| "/mcp".to_owned(), |s| format!("/mcp/{s}"))
+}
+
+/// `POST /mcp`.
+pub async fn post_aggregate(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    post(app, addr, headers, body, None).await
+}
+
+/// `POST /mcp/<server>`.
+pub async fn post_server(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    post(app, addr, headers, body, Some(server)).await
+}
+
+/// Parses a body into one JSON-RPC message, or the 400 that refuses it.
+pub fn parse_body(body: &[u8]) -> Result<Message, Response> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| rpc_error(StatusCode::BAD_REQUEST, None, code::PARSE_ERROR, "Parse error: the body is not valid JSON"))?;
+    if value.is_array() {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            "Invalid Request: JSON-RPC batches are not supported (removed in MCP 2025-06-18)",
+        ));
+    }
+    let id = value.get("id").filter(|i| i.is_string() || i.is_number()).cloned();
+    Message::from_value(value).map_err(|e| {
+        rpc_error(StatusCode::BAD_REQUEST, id, e.code(), format!("Invalid Request: {e}"))
+    })
+}
+
+async fn post(app: App, addr: SocketAddr, headers: HeaderMap, body: Bytes, server: Option<String>) -> Response {
+    let path = path_of(server.as_deref());
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+        && !ct.to_ascii_lowercase().starts_with("application/json")
+    {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            code::INVALID_REQUEST,
+            "Content-Type must be application/json",
+        );
+    }
+    if !wire::accepts(&headers, "application/json") && !wire::accepts(&headers, "text/event-stream") {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            code::INVALID_REQUEST,
+            "Accept must allow application/json or text/event-stream",
+        );
+    }
+    let caller = match resolve_caller(&app, &headers, Some(addr), server.as_deref(), &path).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let msg = match parse_body(&body) {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    let meta_version = msg
+        .meta()
+        .and_then(|m| m.get(protocol::META_PROTOCOL_VERSION))
+        .map(|v| v.as_str().map(str::to_owned).unwrap_or_default());
+    if let Some(version) = meta_version {
+        return modern(app, caller, &headers, msg, version).await;
+    }
+    if let Some(sid) = header_str(&headers, protocol::HEADER_SESSION_ID) {
+        let sid = sid.to_owned();
+        return legacy(app, caller, &headers, msg, &sid).await;
+    }
+    if msg.kind() == Kind::Request && msg.method_str() == "initialize" {
+        return initialize(app, caller, msg).await;
+    }
+    if header_str(&headers, protocol::HEADER_PROTOCOL_VERSION).is_some_and(protocol::is_modern) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            msg.id.clone(),
+            code::HEADER_MISMATCH,
+            format!(
+                "Header mismatch: MCP-Protocol-Version names a modern revision but params._meta lacks `{}`",
+                protocol::META_PROTOCOL_VERSION
+            ),
+        );
+    }
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        msg.id.clone(),
+        code::SESSION_ERROR,
+        "Bad Request: no Mcp-Session-Id header; send `initialize` first (2025-11-25) or per-request `_meta` (2026-07-28)",
+    )
+}
+
+/// Validates the modern request headers against the body.
+fn check_modern_headers(headers: &HeaderMap, msg: &Message, version: &str) -> Result<(), String> {
+    match header_str(headers, protocol::HEADER_PROTOCOL_VERSION) {
+        None => return Err("the MCP-Protocol-Version header is missing".into()),
+        Some(h) if h != version => {
+            return Err(format!("MCP-Protocol-Version header `{h}` does not match _meta protocol version `{version}`"));
+        }
+        Some(_) => {}
+    }
+    let method = msg.method_str();
+    match header_str(headers, protocol::HEADER_METHOD) {
+        None => return Err("the Mcp-Method header is missing".into()),
+        Some(h) if h != method => {
+            return Err(format!("Mcp-Method header `{h}` does not match body method `{method}`"));
+        }
+        Some(_) => {}
+    }
+    if let Some(field) = protocol::name_field(method) {
+        let body_value = msg.param_str(field).unwrap_or_default();
+        let Some(raw) = headers.get(protocol::HEADER_NAME) else {
+            return Err("the Mcp-Name header is missing".into());
+        };
+        match protocol::decode_header_value(raw.as_bytes()) {
+            None => return Err("the Mcp-Name header is malformed".into()),
+            Some(h) if h != body_value => {
+                return Err(format!("Mcp-Name header does not match body `params.{field}`"));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, version: String) -> Response {
+    let id = msg.id.clone();
+    if !protocol::is_modern(&version) {
+        let resp = Message::error_response(
+            id,
+            ErrorObject::new(code::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
+                .with_data(json!({ "supported": protocol::SUPPORTED_VERSIONS, "requested": version })),
+        );
+        return json_message(StatusCode::BAD_REQUEST, &resp);
+    }
+    if let Err(why) = check_modern_headers(headers, &msg, &version) {
+        return rpc_error(StatusCode::BAD_REQUEST, id, code::HEADER_MISMATCH, format!("Header mismatch: {why}"));
+    }
+    match msg.kind() {
+        Kind::Notification | Kind::Response => return accepted(),
+        Kind::Request => {}
+    }
+    let caps = msg
+        .meta()
+        .and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES))
+        .cloned();
+    if !caps.as_ref().is_some_and(Value::is_object) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            code::INVALID_PARAMS,
+            format!("params._meta must carry `{}` (an object)", protocol::META_CLIENT_CAPABILITIES),
+        );
+    }
+    let method = msg.method_str().to_owned();
+    let ctx = CallCtx {
+        app: app.clone(),
+        principal: caller.principal,
+        scope: caller.scope,
+        modern: true,
+        version,
+        client_caps: caps,
+        meta: caller.meta,
+        notify: None,
+    };
+    if method == "subscriptions/listen" {
+        return super::notify::listen(ctx, msg).await;
+    }
+    let wants_stream = wire::accepts(headers, "text/event-stream") && streams_progress(&msg);
+    if !wants_stream {
+        let resp = dispatch(&ctx, msg).await;
+        let status = resp.error.as_ref().map_or(StatusCode::OK, |e| wire::modern_status(e.code));
+        return json_message(status, &resp);
+    }
+    // SSE scoped to this request. Closing it cancels the request (2026-07-28
+    // "Cancellation"): the work runs inside the response stream, so a
+    // disconnect drops it and with it the upstream call.
+    let (tx, rx) = mpsc::channel::<Message>(64);
+    let work = async move {
+        let (ntx, mut nrx) = mpsc::channel::<Message>(64);
+        let ctx = CallCtx { notify: Some(ntx), ..ctx };
+        let relay_tx = tx.clone();
+        let relay = async move {
+            while let Some(n) = nrx.recv().await {
+                if relay_tx.send(n).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let run = async move {
+            let r = dispatch(&ctx, msg).await;
+            drop(ctx);
+            r
+        };
+        let (resp, ()) = tokio::join!(run, relay);
+        let _ = tx.send(resp).await;
+    };
+    let work = futures::stream::once(work).filter_map(|()| async { None::<moat_mcp::sse::Event> });
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|m| moat_mcp::sse::Event::message(String::from_utf8_lossy(&m.to_bytes()).into_owned()));
+    sse_response(futures::stream::select(work, events), &[])
+}
+
+/// Requests answered on an SSE stream when the client accepts one: those
+/// that may produce progress or log notifications worth relaying.
+fn streams_progress(msg: &Message) -> bool {
+    msg.method_str() == "tools/call"
+        || msg.meta().is_some_and(|m| m.contains_key("progressToken"))
+}
+
+async fn initialize(app: App, caller: Caller, msg: Message) -> Response {
+    let id = msg.id.clone();
+    let params = msg.params.clone().unwrap_or(Value::Null);
+    let version = protocol::negotiate_legacy(params.get("protocolVersion").and_then(Value::as_str));
+    let caps = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
+    let ctx = CallCtx {
+        app: app.clone(),
+        principal: caller.principal.clone(),
+        scope: caller.scope.clone(),
+        modern: false,
+        version: version.to_owned(),
+        client_caps: Some(caps.clone()),
+        meta: caller.meta.clone(),
+        notify: None,
+    };
+    let started = std::time::Instant::now();
+    let result = initialize_result(&ctx, version).await;
+    let mut ev = moat_store::AuditEvent::new(
+        ctx.principal.kind.as_str(),
+        "mcp.initialize",
+        if result.is_ok() { moat_store::AuditResult::Ok } else { moat_store::AuditResult::Error },
+    );
+    ev.tenant_id = Some(ctx.principal.tenant_id.clone());
+    ev.actor_id = Some(ctx.principal.user_id.to_string());
+    ev.resource = Some(ctx.scope.label().to_owned());
+    ev.source_addr = ctx.meta.source_addr.clone();
+    ev.request_id = ctx.meta.request_id.clone();
+    ev.latency_ms = i64::try_from(started.elapsed().as_millis()).ok();
+    ev.metadata = json!({ "era": "legacy", "protocol_version": version, "credential": ctx.principal.credential_id });
+    app.audit.record(ev).await;
+    match result {
+        Err(e) => json_message(StatusCode::OK, &Message::error_response(id, e)),
+        Ok(result) => {
+            let session = app.sessions.create(
+                caller.principal,
+                caller.scope,
+                version,
+                caps,
+                SessionTransport::StreamableHttp,
+            );
+            let mut resp = json_message(StatusCode::OK, &Message::response(id.unwrap_or(Value::Null), result));
+            if let Ok(v) = session.id.parse() {
+                resp.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
+            }
+            resp
+        }
+    }
+}
+
+fn session_not_found(id: Option<Value>) -> Response {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        id,
+        code::UPSTREAM_ERROR,
+        "Session not found: it ended or expired; send `initialize` again",
+    )
+}
+
+/// Looks up the caller's session for this endpoint.
+fn find_session(app: &App, caller: &Caller, sid: &str) -> Option<Arc<Session>> {
+    let session = app.sessions.get(sid, &caller.principal).ok()?;
+    let http = matches!(session.transport, SessionTransport::StreamableHttp);
+    (http && same_scope(&session.scope, &caller.scope)).then_some(session)
+}
+
+async fn legacy(app: App, caller: Caller, headers: &HeaderMap, msg: Message, sid: &str) -> Response {
+    let Some(session) = find_session(&app, &caller, sid) else {
+        return session_not_found(msg.id.clone());
+    };
+    if let Some(v) = header_str(headers, protocol::HEADER_PROTOCOL_VERSION)
+        && !protocol::LEGACY_VERSIONS.contains(&v)
+    {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            msg.id.clone(),
+            code::INVALID_REQUEST,
+            format!("Bad Request: unsupported MCP-Protocol-Version `{v}` for this session"),
+        );
+    }
+    match msg.kind() {
+        Kind::Response => return accepted(),
+        Kind::Notification => {
+            client_notification(&session, &msg);
+            return accepted();
+        }
+        Kind::Request => {}
+    }
+    if msg.method_str() == "initialize" {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            msg.id.clone(),
+            code::INVALID_REQUEST,
+            "Invalid Request: this session is already initialized",
+        );
+    }
+    let ctx = legacy_ctx(&app, &session, caller.meta);
+    let session_header = [(protocol::HEADER_SESSION_ID, session.id.clone())];
+    if wire::accepts(headers, "text/event-stream") && streams_progress(&msg) {
+        let log = session.open_stream();
+        spawn_legacy_call(session.clone(), ctx, msg, log.clone());
+        let reader = log.reader(0, session.closed.clone());
+        return sse_response(reader, &session_header);
+    }
+    let id = msg.id.clone().unwrap_or(Value::Null);
+    let work = {
+        let session = session.clone();
+        tokio::spawn(async move {
+            let resp = dispatch(&ctx, msg.clone()).await;
+            after_call(&session, &msg, &resp);
+            resp
+        })
+    };
+    session.track(&id, work.abort_handle());
+    let resp = match work.await {
+        Ok(resp) => resp,
+        Err(_) => Message::error_response(Some(id.clone()), ErrorObject::new(-32800, "Request cancelled")),
+    };
+    session.untrack(&id);
+    let mut out = json_message(StatusCode::OK, &resp);
+    if let Ok(v) = session.id.parse() {
+        out.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
+    }
+    out
+}
+
+/// A dispatch context for a request inside a legacy session.
+pub fn legacy_ctx(app: &App, session: &Session, meta: RequestMeta) -> CallCtx {
+    CallCtx {
+        app: app.clone(),
+        principal: session.principal.clone(),
+        scope: session.scope.clone(),
+        modern: false,
+        version: session.version(),
+        client_caps: Some(session.caps()),
+        meta,
+        notify: None,
+    }
+}
+
+/// Bookkeeping after a legacy call: resource subscriptions.
+pub fn after_call(session: &Session, req: &Message, resp: &Message) {
+    if resp.error.is_some() {
+        return;
+    }
+    let Some(uri) = req.param_str("uri") else { return };
+    if let Ok(mut subs) = session.subscriptions.lock() {
+        match req.method_str() {
+            "resources/subscribe" => {
+                subs.insert(uri.to_owned());
+            }
+            "resources/unsubscribe" => {
+                subs.remove(uri);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Handles a client notification inside a legacy session.
+pub fn client_notification(session: &Session, msg: &Message) {
+    if msg.method_str() == "notifications/cancelled"
+        && let Some(request_id) = msg.params.as_ref().and_then(|p| p.get("requestId"))
+    {
+        session.cancel(request_id);
+    }
+}
+
+/// Runs a legacy call detached from the HTTP connection, writing its
+/// notifications and response into `log` (2025-11-25: a disconnect is not a
+/// cancellation; the client may resume with `Last-Event-ID`).
+fn spawn_legacy_call(session: Arc<Session>, ctx: CallCtx, msg: Message, log: Arc<EventLog>) {
+    struct Finish(Arc<EventLog>);
+    impl Drop for Finish {
+        fn drop(&mut self) {
+            self.0.finish();
+        }
+    }
+    let id = msg.id.clone().unwrap_or(Value::Null);
+    let tracked = session.clone();
+    let task = tokio::spawn(async move {
+        let _finish = Finish(log.clone());
+        let (ntx, mut nrx) = mpsc::channel::<Message>(64);
+        let ctx = CallCtx { notify: Some(ntx), ..ctx };
+        let pump_log = log.clone();
+        let pump = async move {
+            while let Some(n) = nrx.recv().await {
+                pump_log.push(&n);
+            }
+        };
+        let run = async move {
+            let r = dispatch(&ctx, msg.clone()).await;
+            drop(ctx);
+            (r, msg)
+        };
+        let ((resp, req), ()) = tokio::join!(run, pump);
+        after_call(&session, &req, &resp);
+        log.push(&resp);
+        if let Some(id) = &req.id {
+            session.untrack(id);
+        }
+    });
+    tracked.track(&id, task.abort_handle());
+}
+
+/// `GET /mcp[/<server>]`: a legacy session's server-to-client stream, or a
+/// resumption with `Last-Event-ID`.
+pub async fn get(app: App, addr: SocketAddr, headers: HeaderMap, server: Option<String>) -> Response {
+    let path = path_of(server.as_deref());
+    let caller = match resolve_caller(&app, &headers, Some(addr), server.as_deref(), &path).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let Some(sid) = header_str(&headers, protocol::HEADER_SESSION_ID) else {
+        return method_not_allowed();
+    };
+    let Some(session) = find_session(&app, &caller, sid) else {
+        return session_not_found(None);
+    };
+    if !wire::accepts(&headers, "text/event-stream") {
+        return rpc_error(StatusCode::NOT_ACCEPTABLE, None, code::INVALID_REQUEST, "Accept must allow text/event-stream");
+    }
+    let session_header = [(protocol::HEADER_SESSION_ID, session.id.clone())];
+    let stop = session.closed.clone();
+    if let Some(last) = header_str(&headers, protocol::HEADER_LAST_EVENT_ID)
+        && let Some((log, seq)) = session.stream_for(last)
+    {
+        return sse_response(log.reader(seq, stop), &session_header);
+    }
+    let general = session.general_stream();
+    let from = general.reader_position();
+    sse_response(general.reader(from, stop), &session_header)
+}
+
+/// `DELETE /mcp[/<server>]`: ends a legacy session.
+pub async fn delete(app: App, addr: SocketAddr, headers: HeaderMap, server: Option<String>) -> Response {
+    let path = path_of(server.as_deref());
+    let caller = match resolve_caller(&app, &headers, Some(addr), server.as_deref(), &path).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let Some(sid) = header_str(&headers, protocol::HEADER_SESSION_ID) else {
+        return method_not_allowed();
+    };
+    let Some(session) = find_session(&app, &caller, sid) else {
+        return session_not_found(None);
+    };
+    app.sessions.remove(&session.id);
+    let mut ev = moat_store::AuditEvent::new(caller.principal.kind.as_str(), "mcp.session.end", moat_store::AuditResult::Ok);
+    ev.tenant_id = Some(caller.principal.tenant_id.clone());
+    ev.actor_id = Some(caller.principal.user_id.to_string());
+    ev.resource = Some(caller.scope.label().to_owned());
+    ev.source_addr = caller.meta.source_addr.clone();
+    ev.request_id = caller.meta.request_id.clone();
+    app.audit.record(ev).await;
+    StatusCode::OK.into_response()
+}
+
+fn method_not_allowed() -> Response {
+    let mut resp = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        code::INVALID_REQUEST,
+        "Method Not Allowed: GET and DELETE need an Mcp-Session-Id (2025-11-25); 2026-07-28 is POST only",
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, axum::http::HeaderValue::from_static("POST, GET, DELETE"));
+    resp
+}
+
+/// `GET /mcp`.
+pub async fn get_aggregate(State(app): State<App>, ConnectInfo(addr): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    get(app, addr, headers, None).await
+}
+
+/// `GET /mcp/<server>`.
+pub async fn get_server(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    get(app, addr, headers, Some(server)).await
+}
+
+/// `DELETE /mcp`.
+pub async fn delete_aggregate(State(app): State<App>, ConnectInfo(addr): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    delete(app, addr, headers, None).await
+}
+
+/// `DELETE /mcp/<server>`.
+pub async fn delete_server(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    delete(app, addr, headers, Some(server)).await
+}
+
+/// Maps an authentication failure for callers outside this module.
+pub fn refuse(app: &App, path: &str, f: &AuthFailure) -> Response {
+    wire::auth_failure(app, path, f)
+}

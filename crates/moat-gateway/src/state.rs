@@ -1,0 +1,39 @@
+//! Shared state of a running gateway.
+
+use crate::audit::AuditSink;
+use crate::authn::Authenticator;
+use crate::config::GatewayConfig;
+use crate::guard::OriginGuard;
+use crate::mcp::session::SessionStore;
+use crate::upstreams::UpstreamPool;
+use moat_store::Store;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Readiness probe of the key provider: `Err(reason)` when it cannot serve.
+pub type KeyProviderCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Everything a request handler may need. Shared behind an `Arc`.
+pub struct AppState {
+    /// Validated configuration.
+    pub cfg: GatewayConfig,
+    /// Storage.
+    pub store: Store,
+    /// Authentication stage.
+    pub auth: Authenticator,
+    /// Upstream connections.
+    pub pool: UpstreamPool,
+    /// Legacy (2025-11-25 and HTTP+SSE) sessions.
+    pub sessions: SessionStore,
+    /// Audit sink.
+    pub audit: AuditSink,
+    /// Host/Origin allowlists.
+    pub guard: OriginGuard,
+    /// Key provider readiness.
+    pub key_provider: KeyProviderCheck,
+    /// Cancelled on shutdown: long-lived streams end, new work is refused.
+    pub shutdown: CancellationToken,
+}
+
+/// The handle handlers receive.
+pub type App = Arc<AppState>;

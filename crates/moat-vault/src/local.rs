@@ -1,0 +1,168 @@
+//! The local key provider's KEK file.
+
+use secrecy::SecretBox;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// File name of the KEK inside the data dir.
+pub const KEK_FILE: &str = "kek.key";
+const KEK_LEN: usize = 32;
+
+/// Why the KEK could not be created or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KekError {
+    /// The file's permissions let someone other than the owner read it.
+    #[error("refusing key file {path}: its mode is {mode:o}; it must be readable by its owner only (chmod 600)")]
+    Permissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its current permission bits.
+        mode: u32,
+    },
+    /// The file is not 32 bytes.
+    #[error("key file {0} is corrupt (expected {KEK_LEN} bytes)")]
+    Corrupt(PathBuf),
+    /// The file does not exist.
+    #[error("key file {0} does not exist")]
+    Missing(PathBuf),
+    /// An I/O error.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The system RNG failed.
+    #[error("random number generator failure")]
+    Random,
+}
+
+/// The local KEK. Its bytes live only in a zeroizing secret box.
+pub struct LocalKek {
+    key: SecretBox<[u8; KEK_LEN]>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for LocalKek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKek").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl LocalKek {
+    /// Path of the KEK file in a data dir.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join(KEK_FILE)
+    }
+
+    /// Creates a new KEK file (mode 0600, never overwriting one).
+    pub fn create(data_dir: &Path) -> Result<Self, KekError> {
+        let path = Self::path_in(data_dir);
+        let io = |source| KekError::Io { path: path.clone(), source };
+        let mut key = Box::new([0u8; KEK_LEN]);
+        aws_lc_rs::rand::fill(key.as_mut()).map_err(|_| KekError::Random)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all(key.as_ref()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(Self { key: SecretBox::new(key), path })
+    }
+
+    /// Loads the KEK, refusing a file readable or writable by group/others.
+    pub fn load(data_dir: &Path) -> Result<Self, KekError> {
+        let path = Self::path_in(data_dir);
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KekError::Missing(path)),
+            Err(source) => return Err(KekError::Io { path, source }),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KekError::Permissions { path, mode });
+        }
+        let mut key = Box::new([0u8; KEK_LEN]);
+        let mut file = fs::File::open(&path).map_err(|source| KekError::Io { path: path.clone(), source })?;
+        let mut extra = [0u8; 1];
+        let ok = file.read_exact(key.as_mut()).is_ok() && matches!(file.read(&mut extra), Ok(0));
+        if !ok {
+            return Err(KekError::Corrupt(path));
+        }
+        Ok(Self { key: SecretBox::new(key), path })
+    }
+
+    /// Loads the KEK, creating it when the file does not exist yet.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, KekError> {
+        match Self::load(data_dir) {
+            Err(KekError::Missing(_)) => Self::create(data_dir),
+            other => other,
+        }
+    }
+
+    /// Where the key lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks the key file is still present with safe permissions (readiness).
+    pub fn check(&self) -> Result<(), KekError> {
+        let meta = fs::metadata(&self.path).map_err(|source| KekError::Io { path: self.path.clone(), source })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KekError::Permissions { path: self.path.clone(), mode });
+        }
+        Ok(())
+    }
+
+    /// The key bytes, for the envelope-encryption code of this crate.
+    #[allow(dead_code)]
+    pub(crate) fn secret(&self) -> &SecretBox<[u8; KEK_LEN]> {
+        &self.key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn creates_a_0600_key_and_loads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = LocalKek::create(dir.path()).unwrap();
+        let mode = fs::metadata(k.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = LocalKek::load(dir.path()).unwrap();
+        assert_eq!(k.secret().expose_secret(), again.secret().expose_secret());
+        assert!(LocalKek::create(dir.path()).is_err(), "never overwrites");
+        assert!(!format!("{k:?}").contains("key:"));
+    }
+
+    #[test]
+    fn refuses_wider_permissions_and_corrupt_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = LocalKek::create(dir.path()).unwrap();
+        fs::set_permissions(k.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(LocalKek::load(dir.path()), Err(KekError::Permissions { .. })));
+        assert!(k.check().is_err());
+        fs::set_permissions(k.path(), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(k.path(), b"short").unwrap();
+        assert!(matches!(LocalKek::load(dir.path()), Err(KekError::Corrupt(_))));
+    }
+
+    #[test]
+    fn load_or_create_creates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(LocalKek::load(dir.path()), Err(KekError::Missing(_))));
+        let a = LocalKek::load_or_create(dir.path()).unwrap();
+        let b = LocalKek::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.secret().expose_secret(), b.secret().expose_secret());
+    }
+}
