@@ -11,6 +11,7 @@ use moat_store::{AuditEvent, Store};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 const CHANNEL: usize = 8192;
 const BATCH: usize = 256;
@@ -21,15 +22,17 @@ pub struct AuditSink {
     tx: mpsc::Sender<AuditEvent>,
 }
 
-/// The writer task; await [`AuditWriter::finish`] after dropping every sink
-/// to flush what is queued.
+/// The writer task. [`AuditWriter::finish`] flushes what is queued and
+/// stops it (call it once no request is in flight any more).
 pub struct AuditWriter {
     handle: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl AuditWriter {
-    /// Waits until every queued event is written.
+    /// Writes every queued event, then stops the writer.
     pub async fn finish(self) {
+        self.stop.cancel();
         let _ = self.handle.await;
     }
 }
@@ -38,8 +41,9 @@ impl AuditSink {
     /// Starts the writer task over `store`.
     pub fn start(store: Store) -> (Self, AuditWriter) {
         let (tx, rx) = mpsc::channel(CHANNEL);
-        let handle = tokio::spawn(write_loop(store, rx));
-        (Self { tx }, AuditWriter { handle })
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(write_loop(store, rx, stop.clone()));
+        (Self { tx }, AuditWriter { handle, stop })
     }
 
     /// Queues an event. Waits when the queue is full; never drops.
@@ -58,11 +62,26 @@ impl AuditSink {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<AuditEvent>) {
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<AuditEvent>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        if rx.recv_many(&mut batch, BATCH).await == 0 {
-            return;
+        let stopping = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                false
+            }
+            () = stop.cancelled() => true,
+        };
+        if stopping {
+            // Drain whatever is queued, then end.
+            while let Ok(ev) = rx.try_recv() {
+                batch.push(ev);
+            }
+            if batch.is_empty() {
+                return;
+            }
         }
         let mut delay = Duration::from_millis(50);
         loop {
@@ -77,5 +96,8 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<AuditEvent>) {
             }
         }
         batch.clear();
+        if stopping {
+            return;
+        }
     }
 }

@@ -225,6 +225,132 @@ pub(crate) fn legacy_headers(version: &str, session: Option<&http::HeaderValue>)
     h
 }
 
+/// The schema annotation that mirrors a tool argument into a header.
+pub(crate) const X_MCP_HEADER: &str = "x-mcp-header";
+
+/// One valid `x-mcp-header` annotation of a tool's `inputSchema`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ParamHeader {
+    /// The header is `Mcp-Param-{token}`.
+    pub(crate) token: String,
+    /// The chain of `properties` keys from the schema root.
+    pub(crate) path: Vec<String>,
+}
+
+/// The `x-mcp-header` annotations of `input_schema` (2026-07-28, tools):
+/// each must sit on a property reachable from the root through `properties`
+/// keys only, name an RFC 9110 token unique without regard to case, and
+/// annotate an integer, string or boolean. `Err` says why the tool is
+/// invalid.
+pub(crate) fn param_headers(input_schema: &Value) -> Result<Vec<ParamHeader>, String> {
+    let mut found = Vec::new();
+    walk_schema(input_schema, Some(Vec::new()), &mut found, 0)?;
+    let mut seen = std::collections::HashSet::new();
+    for h in &found {
+        if !seen.insert(h.token.to_ascii_lowercase()) {
+            return Err(format!("{X_MCP_HEADER} {:?} is used twice", h.token));
+        }
+    }
+    Ok(found)
+}
+
+fn walk_schema(
+    schema: &Value,
+    path: Option<Vec<String>>,
+    found: &mut Vec<ParamHeader>,
+    depth: usize,
+) -> Result<(), String> {
+    // Deeply nested schemas are not a reason to recurse without bound.
+    if depth > 64 {
+        return Err("the input schema is nested too deeply".into());
+    }
+    let Some(obj) = schema.as_object() else {
+        return Ok(());
+    };
+    if let Some(token) = obj.get(X_MCP_HEADER) {
+        let Some(path) = path.as_ref().filter(|p| !p.is_empty()) else {
+            return Err(format!("{X_MCP_HEADER} on a property not reachable through `properties` alone"));
+        };
+        let token = token
+            .as_str()
+            .filter(|t| !t.is_empty() && t.bytes().all(is_tchar))
+            .ok_or_else(|| format!("{X_MCP_HEADER} on {:?} is not a header token", path.join(".")))?;
+        if !matches!(obj.get("type").and_then(Value::as_str), Some("integer" | "string" | "boolean")) {
+            return Err(format!("{X_MCP_HEADER} on {:?}, which is not an integer, string or boolean", path.join(".")));
+        }
+        found.push(ParamHeader {
+            token: token.to_owned(),
+            path: path.clone(),
+        });
+    }
+    for (key, value) in obj {
+        match key.as_str() {
+            "properties" => {
+                if let Some(props) = value.as_object() {
+                    for (name, sub) in props {
+                        let sub_path = path.as_ref().map(|p| {
+                            let mut p = p.clone();
+                            p.push(name.clone());
+                            p
+                        });
+                        walk_schema(sub, sub_path, found, depth + 1)?;
+                    }
+                }
+            }
+            "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
+                if let Some(map) = value.as_object() {
+                    for sub in map.values() {
+                        walk_schema(sub, None, found, depth + 1)?;
+                    }
+                }
+            }
+            "items" | "prefixItems" | "allOf" | "anyOf" | "oneOf" => match value {
+                Value::Array(subs) => {
+                    for sub in subs {
+                        walk_schema(sub, None, found, depth + 1)?;
+                    }
+                }
+                sub => walk_schema(sub, None, found, depth + 1)?,
+            },
+            "additionalProperties" | "contains" | "not" | "if" | "then" | "else" | "propertyNames"
+            | "unevaluatedItems" | "unevaluatedProperties" => walk_schema(value, None, found, depth + 1)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The `Mcp-Param-*` headers for a `tools/call` with `arguments`. Absent and
+/// `null` values are omitted; values are base64-wrapped when not plain.
+pub(crate) fn param_header_values(annotations: &[ParamHeader], arguments: Option<&Value>) -> http::HeaderMap {
+    let mut out = http::HeaderMap::new();
+    for a in annotations {
+        let mut node = arguments;
+        for key in &a.path {
+            node = node.and_then(|n| n.get(key));
+        }
+        let rendered = match node {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        let name = format!("{}{}", protocol::HEADER_PARAM_PREFIX, a.token.to_ascii_lowercase());
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&protocol::encode_header_value(&rendered)),
+        ) {
+            out.insert(name, value);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +491,39 @@ mod tests {
         assert_eq!(h["mcp-protocol-version"], "2025-11-25");
         assert_eq!(h["mcp-session-id"], "abc");
         assert!(legacy_headers("2025-11-25", None).get("mcp-session-id").is_none());
+    }
+
+    #[test]
+    fn x_mcp_header_annotations_are_found_and_validated() {
+        let schema = json!({"type":"object","properties":{
+            "region":{"type":"string","x-mcp-header":"Region"},
+            "opts":{"type":"object","properties":{"dry":{"type":"boolean","x-mcp-header":"Dry-Run"}}},
+            "query":{"type":"string"}}});
+        let found = param_headers(&schema).unwrap();
+        assert_eq!(found.len(), 2);
+        assert!(found.contains(&ParamHeader { token: "Region".into(), path: vec!["region".into()] }));
+        assert!(found.contains(&ParamHeader { token: "Dry-Run".into(), path: vec!["opts".into(), "dry".into()] }));
+        let args = json!({"region":"us-west1","opts":{"dry":true},"query":"q"});
+        let h = param_header_values(&found, Some(&args));
+        assert_eq!(h["mcp-param-region"], "us-west1");
+        assert_eq!(h["mcp-param-dry-run"], "true");
+        let h = param_header_values(&found, Some(&json!({"region":"Zürich","opts":null})));
+        assert_eq!(h["mcp-param-region"], "=?base64?WsO8cmljaA==?=");
+        assert!(h.get("mcp-param-dry-run").is_none());
+
+        for bad in [
+            json!({"properties":{"a":{"type":"number","x-mcp-header":"A"}}}),
+            json!({"properties":{"a":{"type":"string","x-mcp-header":"bad header"}}}),
+            json!({"properties":{"a":{"type":"string","x-mcp-header":""}}}),
+            json!({"properties":{"a":{"type":"string","x-mcp-header":"A"},"b":{"type":"string","x-mcp-header":"a"}}}),
+            json!({"properties":{"a":{"type":"array","items":{"type":"string","x-mcp-header":"A"}}}}),
+            json!({"anyOf":[{"properties":{"a":{"type":"string","x-mcp-header":"A"}}}]}),
+            json!({"type":"string","x-mcp-header":"Root"}),
+        ] {
+            assert!(param_headers(&bad).is_err(), "{bad}");
+        }
+        // Data that merely looks like an annotation is not one.
+        let ok = json!({"properties":{"a":{"type":"object","default":{"x-mcp-header":"no"}}}});
+        assert_eq!(param_headers(&ok).unwrap(), vec![]);
     }
 }

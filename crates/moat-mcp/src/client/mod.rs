@@ -24,12 +24,12 @@
 mod lines;
 mod meta;
 mod router;
-pub mod sse;
-pub mod stdio;
-pub mod streamable_http;
+mod sse;
+mod stdio;
+mod streamable_http;
 mod transport;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -261,6 +261,8 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     hello: RwLock<Option<ServerHello>>,
     cached_era: Mutex<Option<Era>>,
+    /// `x-mcp-header` annotations by tool name, learnt from `tools/list`.
+    tool_headers: Mutex<HashMap<String, Vec<meta::ParamHeader>>>,
     backoff: Mutex<Backoff>,
     closed: AtomicBool,
 }
@@ -271,6 +273,16 @@ pub(crate) struct Session {
     conn: Conn,
     router: Arc<Router>,
 }
+
+impl Session {
+    /// True when tool arguments are mirrored into `Mcp-Param-*` headers.
+    fn mirrors_params(&self) -> bool {
+        self.era == Era::Modern && matches!(self.conn, Conn::Http(_))
+    }
+}
+
+/// The most `tools/list` pages read to refresh `x-mcp-header` annotations.
+const MAX_TOOL_PAGES: usize = 20;
 
 impl Upstream {
     /// A handle that connects lazily, on the first call or [`connect`].
@@ -295,6 +307,7 @@ impl Upstream {
                 connecting: tokio::sync::Mutex::new(()),
                 hello: RwLock::new(None),
                 cached_era: Mutex::new(None),
+                tool_headers: Mutex::new(HashMap::new()),
                 backoff: Mutex::new(Backoff::default()),
                 closed: AtomicBool::new(false),
             }),
@@ -310,7 +323,14 @@ impl Upstream {
     /// on first use. Idempotent: does nothing when already connected.
     pub async fn connect(&self) -> Result<(), UpstreamError> {
         let deadline = Instant::now() + self.inner.opts.connect_timeout;
-        self.inner.session(deadline).await.map(|_| ())
+        match self.inner.session(deadline).await {
+            Ok(_) => Ok(()),
+            Err(UpstreamError::Timeout) => Err(UpstreamError::Unavailable(format!(
+                "upstream `{}` did not complete its start within the connect timeout",
+                self.inner.name
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a request and returns the `result` member of the answer.
@@ -341,7 +361,30 @@ impl Upstream {
                 .call_once(&session, method, params.clone(), &ctx, deadline)
                 .await;
             let fail = match outcome {
-                Ok(msg) => return response_result(msg),
+                Ok(msg) => {
+                    let mut result = response_result(msg);
+                    if session.mirrors_params()
+                        && method == "tools/list"
+                        && let Ok(list) = &mut result
+                    {
+                        inner.learn_tools(list);
+                    }
+                    match result {
+                        // A tool's `x-mcp-header` annotations changed: learn
+                        // them again, then retry once (spec: Client Behavior).
+                        Err(UpstreamError::Rpc(e))
+                            if e.code == crate::jsonrpc::code::HEADER_MISMATCH
+                                && method == "tools/call"
+                                && session.mirrors_params()
+                                && !retried =>
+                        {
+                            inner.refresh_tools(&session, deadline).await;
+                            retried = true;
+                            continue;
+                        }
+                        other => return other,
+                    }
+                }
                 Err(f) => f,
             };
             match fail {
@@ -448,20 +491,12 @@ impl Inner {
         }
     }
 
-    /// Marks `session` unusable so that the next call connects again.
+    /// Marks `session` unusable so that the next call connects again (and
+    /// replaces it, which counts as re-establishing it).
     fn invalidate(&self, session: &Arc<Session>, reason: &str, backoff: bool) {
         session
             .router
             .kill(reason.to_owned(), Fail::Died(reason.to_owned()), backoff, false);
-        if let Ok(mut cur) = self.current.lock()
-            && cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, session))
-        {
-            *cur = None;
-            let conn_session = Arc::clone(session);
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { conn_session.conn.shutdown().await });
-            }
-        }
     }
 
     /// The live session, connecting (and restarting with backoff) if needed.
@@ -513,11 +548,13 @@ impl Inner {
             }
             tokio::time::sleep_until(nb).await;
         }
-        let connect_deadline = deadline.min(Instant::now() + self.opts.connect_timeout);
+        let connect_limit = Instant::now() + self.opts.connect_timeout;
+        let connect_deadline = deadline.min(connect_limit);
         let started = tokio::time::timeout_at(connect_deadline, self.start_session(connect_deadline)).await;
         let result = match started {
             Ok(r) => r,
-            Err(_) if connect_deadline == deadline => Err(UpstreamError::Timeout),
+            // The call's own deadline came first.
+            Err(_) if deadline < connect_limit => Err(UpstreamError::Timeout),
             Err(_) => Err(UpstreamError::Unavailable(format!(
                 "upstream `{}` did not complete its start within the connect timeout",
                 self.name
@@ -704,7 +741,7 @@ impl Inner {
         };
         let outcome = tokio::time::timeout_at(
             probe_deadline,
-            transport::raw_call(&session.conn, &session.router, id, msg, None),
+            transport::raw_call(&session.conn, &session.router, id, msg, None, &http::HeaderMap::new()),
         )
         .await;
         session.conn.set_era(Era::Legacy, protocol::LEGACY_LATEST);
@@ -734,7 +771,7 @@ impl Inner {
         );
         let resp = tokio::time::timeout_at(
             deadline,
-            transport::raw_call(&session.conn, &session.router, id, msg, None),
+            transport::raw_call(&session.conn, &session.router, id, msg, None, &http::HeaderMap::new()),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)?
@@ -752,6 +789,74 @@ impl Inner {
             .map_err(Fail::into_error)?;
         session.conn.start_background(&session.era, &hello);
         Ok(hello)
+    }
+
+    /// Remembers the `x-mcp-header` annotations of a `tools/list` result
+    /// and removes the tools whose annotations are invalid (the spec makes
+    /// a Streamable HTTP client exclude them).
+    fn learn_tools(&self, list: &mut Value) {
+        let Some(tools) = list.get_mut("tools").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let Ok(mut known) = self.tool_headers.lock() else {
+            return;
+        };
+        tools.retain(|tool| {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                return true;
+            };
+            let found = tool
+                .get("inputSchema")
+                .map_or_else(|| Ok(Vec::new()), meta::param_headers);
+            match found {
+                Ok(h) if h.is_empty() => {
+                    known.remove(name);
+                    true
+                }
+                Ok(h) => {
+                    known.insert(name.to_owned(), h);
+                    true
+                }
+                Err(reason) => {
+                    tracing::warn!(upstream = %self.name, tool = name, %reason, "excluded a tool with an invalid x-mcp-header annotation");
+                    known.remove(name);
+                    false
+                }
+            }
+        });
+    }
+
+    /// Lists the tools again (every page) to learn their annotations.
+    async fn refresh_tools(&self, session: &Arc<Session>, deadline: Instant) {
+        let mut cursor: Option<Value> = None;
+        for _ in 0..MAX_TOOL_PAGES {
+            let params = cursor.take().map(|c| json!({"cursor": c}));
+            let Ok(msg) = self
+                .call_once(session, "tools/list", params, &CallContext::default(), deadline)
+                .await
+            else {
+                return;
+            };
+            let Ok(mut list) = response_result(msg) else { return };
+            self.learn_tools(&mut list);
+            match list.get("nextCursor") {
+                Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                _ => return,
+            }
+        }
+    }
+
+    /// The `Mcp-Param-*` headers for a `tools/call` with `params`.
+    fn param_headers(&self, params: Option<&Value>) -> http::HeaderMap {
+        let name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
+        let known = self.tool_headers.lock().ok();
+        match (name, known) {
+            (Some(name), Some(known)) => match known.get(name) {
+                Some(annotations) => meta::param_header_values(annotations, params.and_then(|p| p.get("arguments"))),
+                None => http::HeaderMap::new(),
+            },
+            _ => http::HeaderMap::new(),
+        }
     }
 
     /// One attempt at a call on one session.
@@ -775,6 +880,11 @@ impl Inner {
         if let Some(original) = original_token {
             session.router.map_token(&token, original, ctx.progress.clone());
         }
+        let extra = if method == "tools/call" && session.mirrors_params() {
+            self.param_headers(params.as_ref())
+        } else {
+            http::HeaderMap::new()
+        };
         let msg = Message::request(json!(id), method, params);
         let mut guard = CancelGuard {
             session: Arc::clone(session),
@@ -783,7 +893,7 @@ impl Inner {
             reason: "the request was cancelled by the client",
             armed: true,
         };
-        let call = transport::raw_call(&session.conn, &session.router, id, msg, ctx.progress.clone());
+        let call = transport::raw_call(&session.conn, &session.router, id, msg, ctx.progress.clone(), &extra);
         match tokio::time::timeout_at(deadline, call).await {
             Ok(outcome) => {
                 guard.armed = false;

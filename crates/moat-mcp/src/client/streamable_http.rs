@@ -106,13 +106,14 @@ impl HttpConn {
     pub(crate) async fn call(
         &self,
         msg: &Message,
+        extra_headers: &http::HeaderMap,
         id: u64,
         rx: &mut oneshot::Receiver<Answer>,
         progress: Option<&mpsc::Sender<Value>>,
     ) -> Result<Message, Fail> {
         let inner = &self.inner;
         let state = inner.state();
-        let resp = inner.post(msg, &state).await?;
+        let resp = inner.post(msg, &state, extra_headers).await?;
         let status = resp.status();
         if !status.is_success() {
             return Err(inner.rejection(resp, &state, id).await);
@@ -166,7 +167,7 @@ impl HttpConn {
     pub(crate) async fn send_notification(&self, msg: &Message) -> Result<(), Fail> {
         let inner = &self.inner;
         let state = inner.state();
-        let resp = inner.post(msg, &state).await?;
+        let resp = inner.post(msg, &state, &http::HeaderMap::new()).await?;
         if resp.status().is_success() {
             return Ok(());
         }
@@ -210,7 +211,7 @@ fn spawn_post(inner: Arc<HttpInner>, msg: Message) {
     handle.spawn(async move {
         let state = inner.state();
         let sent = tokio::time::timeout(SIDE_TIMEOUT, async {
-            if let Ok(resp) = inner.post(&msg, &state).await {
+            if let Ok(resp) = inner.post(&msg, &state, &http::HeaderMap::new()).await {
                 let _ = read_body_limited(resp, MAX_ERROR_BODY).await;
             }
         })
@@ -244,7 +245,12 @@ impl HttpInner {
         }
     }
 
-    async fn post(&self, msg: &Message, state: &HttpState) -> Result<reqwest::Response, Fail> {
+    async fn post(
+        &self,
+        msg: &Message,
+        state: &HttpState,
+        extra_headers: &http::HeaderMap,
+    ) -> Result<reqwest::Response, Fail> {
         let body = msg.to_bytes();
         if body.len() > self.shared.max_message_bytes {
             return Err(Fail::Error(UpstreamError::Protocol(format!(
@@ -258,6 +264,7 @@ impl HttpInner {
             .post(self.shared.url.clone())
             .headers(self.shared.headers.clone())
             .headers(headers)
+            .headers(extra_headers.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .body(body)
@@ -483,8 +490,9 @@ async fn listen_modern(inner: Arc<HttpInner>, stop: CancellationToken, filter: s
         );
         let msg = Message::request(json!(format!("moat-listen-{n}")), "subscriptions/listen", params);
         let state = inner.state();
+        let no_extra = http::HeaderMap::new();
         let resp = tokio::select! {
-            r = inner.post(&msg, &state) => r,
+            r = inner.post(&msg, &state, &no_extra) => r,
             () = stop.cancelled() => return,
         };
         match resp {

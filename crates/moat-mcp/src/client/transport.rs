@@ -110,13 +110,15 @@ impl Conn {
 }
 
 /// Sends request `msg` (whose id is `id`) and waits for its answer, routed
-/// through `router`. The route is removed whatever happens.
+/// through `router`. `extra_headers` go with it on HTTP. The route is
+/// removed whatever happens.
 pub(crate) async fn raw_call(
     conn: &Conn,
     router: &Arc<Router>,
     id: u64,
     msg: Message,
     progress: Option<mpsc::Sender<Value>>,
+    extra_headers: &http::HeaderMap,
 ) -> Result<Message, Fail> {
     struct Forget<'a>(&'a Router, u64);
     impl Drop for Forget<'_> {
@@ -129,7 +131,7 @@ pub(crate) async fn raw_call(
     match conn {
         Conn::Stdio(c) => c.send(&msg).await?,
         Conn::Sse(c) => c.post(&msg).await?,
-        Conn::Http(c) => return c.call(&msg, id, &mut rx, progress.as_ref()).await,
+        Conn::Http(c) => return c.call(&msg, extra_headers, id, &mut rx, progress.as_ref()).await,
     }
     match rx.await {
         Ok(outcome) => outcome,

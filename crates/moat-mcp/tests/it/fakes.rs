@@ -41,6 +41,7 @@ struct Legacy {
 
 fn legacy_handler(state: Arc<Mutex<Legacy>>) -> impl Fn(FakeReq) -> FakeResp + Send + Sync + 'static {
     move |req: FakeReq| {
+        assert_eq!(req.path, "/mcp");
         let mut st = state.lock().unwrap();
         let body = req.json();
         let method = body["method"].as_str().unwrap_or("").to_owned();

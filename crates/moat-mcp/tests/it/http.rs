@@ -106,7 +106,8 @@ async fn exercise(up: &Upstream, expect: Era) {
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < end {
         let s = call(up, "tools/call", Some(json!({"name":"stats","arguments":{}}))).await;
-        cancelled = s["structuredContent"]["cancelled"].as_i64().unwrap_or(0);
+        let stats: serde_json::Value = serde_json::from_str(&first_text(&s)).unwrap();
+        cancelled = stats["cancelled"].as_i64().unwrap_or(0);
         if cancelled >= 1 {
             break;
         }
@@ -144,7 +145,7 @@ async fn modern_era_against_the_python_sdk() {
 #[tokio::test]
 async fn auto_detects_the_modern_era_and_json_responses_work() {
     let Some(py) = python() else { return };
-    let srv = PyServer::start(&py, &["streamable-http", "json"]).await;
+    let srv = PyServer::start(&py, &["streamable-http", "--json"]).await;
     for era in [EraPreference::Auto, EraPreference::Legacy] {
         let up = http_upstream(srv.mcp_url(), era);
         up.connect().await.unwrap();
@@ -174,5 +175,28 @@ async fn many_concurrent_calls_share_one_upstream() {
     futures::future::join_all(calls).await;
     up.shutdown().await;
     eventually(1, "nothing", || true).await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_gets_a_new_session_transparently() {
+    let Some(py) = python() else { return };
+    let srv = PyServer::start(&py, &["streamable-http"]).await;
+    let port = srv.port.to_string();
+    let up = http_upstream(srv.mcp_url(), EraPreference::Legacy);
+    call(&up, "tools/list", None).await;
+    let mut events = up.events();
+    srv.stop().await;
+    let srv = PyServer::start(&py, &["streamable-http", "--port", &port]).await;
+    // The old session id means nothing to the new process: 404, then a new
+    // `initialize` and one retry, invisible to the caller.
+    let r = call(&up, "tools/call", Some(json!({"name":"echo","arguments":{"message":"again"}}))).await;
+    assert_eq!(first_text(&r), "again");
+    let mut got = Vec::new();
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+        got.push(ev);
+    }
+    assert!(got.contains(&UpstreamEvent::SessionReestablished), "{got:?}");
+    up.shutdown().await;
     srv.stop().await;
 }

@@ -1,6 +1,8 @@
 //! Legacy HTTP+SSE against the Python SDK's SSE transport.
 
-use moat_mcp::client::{CallContext, Era, EraPreference, Upstream, UpstreamSpec};
+use std::time::Duration;
+
+use moat_mcp::client::{CallContext, Era, EraPreference, Upstream, UpstreamEvent, UpstreamSpec};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -53,6 +55,35 @@ async fn sse_transport_against_the_python_sdk() {
     let r = call(&up, "tools/call", Some(json!({"name":"ask_client","arguments":{}}))).await;
     let text = first_text(&r);
     assert!(text.contains("ping ok") && text.contains("roots failed"), "{text}");
+    up.shutdown().await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_sse_stream_is_reopened_and_initialised_again() {
+    let Some(py) = python() else { return };
+    let srv = PyServer::start(&py, &["sse"]).await;
+    let port = srv.port.to_string();
+    let up = Upstream::new(
+        "pysse",
+        UpstreamSpec::Sse {
+            url: srv.sse_url(),
+            headers: vec![],
+        },
+        opts(EraPreference::Auto),
+    );
+    call(&up, "tools/list", None).await;
+    let mut events = up.events();
+    srv.stop().await;
+    let srv = PyServer::start(&py, &["sse", "--port", &port]).await;
+    let r = call(&up, "tools/call", Some(json!({"name":"echo","arguments":{"message":"back"}}))).await;
+    assert_eq!(first_text(&r), "back");
+    let mut got = Vec::new();
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+        got.push(ev);
+    }
+    assert!(got.iter().any(|e| matches!(e, UpstreamEvent::Died(m) if m.contains("pysse"))), "{got:?}");
+    assert!(got.contains(&UpstreamEvent::SessionReestablished), "{got:?}");
     up.shutdown().await;
     srv.stop().await;
 }

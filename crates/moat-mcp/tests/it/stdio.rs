@@ -308,3 +308,31 @@ async fn early_eof_fails_the_start() {
     assert!(matches!(&err, UpstreamError::Unavailable(m) if m.contains("eof")), "{err:?}");
     up.shutdown().await;
 }
+
+#[tokio::test]
+async fn auto_detects_a_modern_stdio_server() {
+    let Some(py) = python() else { return };
+    let script = fixture("py_server.py");
+    let up = Upstream::new("pystdio", stdio_spec(&py, &[&script, "stdio"], &[]), opts(EraPreference::Auto));
+    up.connect().await.unwrap();
+    let hello = up.hello().unwrap();
+    assert_eq!((hello.era, hello.protocol_version.as_str()), (Era::Modern, "2026-07-28"));
+    let r = call(&up, "tools/call", Some(json!({"name":"echo","arguments":{"message":"stdio modern"}}))).await;
+    assert_eq!(first_text(&r), "stdio modern");
+    let (tx, mut rx) = mpsc::channel(16);
+    let ctx = CallContext {
+        progress: Some(tx),
+        ..CallContext::default()
+    };
+    let r = up
+        .request("tools/call", Some(json!({"name":"slow","arguments":{"steps":2},"_meta":{"progressToken":"m"}})), ctx)
+        .await
+        .unwrap();
+    assert_eq!(first_text(&r), "done 2");
+    let mut steps = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        steps.push(p);
+    }
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    up.shutdown().await;
+}

@@ -1,0 +1,246 @@
+//! The admin commands: thin clients of the running gateway's `/api/v1`.
+//! Authenticated with `MOAT_API_KEY`. Secrets are printed once, as the only
+//! stdout line (unless `--json`).
+
+use crate::cli::{AuditVerb, KeyVerb, Remote, ServerVerb, TenantVerb, UserVerb};
+use anyhow::{Context, anyhow, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    tenant: Option<String>,
+}
+
+impl Client {
+    fn new(remote: &Remote) -> anyhow::Result<Self> {
+        let key = std::env::var("MOAT_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| anyhow!("MOAT_API_KEY is not set: export the API key of an admin or owner"))?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            http,
+            base: remote.url.trim_end_matches('/').to_owned(),
+            key: key.trim().to_owned(),
+            tenant: remote.tenant.clone(),
+        })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        if let Some(t) = &self.tenant {
+            q.push(("tenant", t.clone()));
+        }
+        let mut req = self.http.request(method, &url).bearer_auth(&self.key).query(&q);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach moat at {}: {}", self.base, e.without_url()))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+        if !status.is_success() {
+            let msg = value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        Ok(value)
+    }
+}
+
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// Prints a list as a table of the given columns.
+fn print_table(list: &Value, columns: &[&str]) {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .map(|a| a.iter().map(|r| columns.iter().map(|c| cell(&r[*c])).collect()).collect())
+        .unwrap_or_default();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| rows.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
+    for r in rows {
+        println!("{}", line(r));
+    }
+}
+
+fn print_object(v: &Value) {
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            println!("{k}: {}", cell(val));
+        }
+    }
+}
+
+fn out(remote: &Remote, v: &Value, columns: Option<&[&str]>) {
+    if remote.json {
+        print_json(v);
+    } else if let Some(cols) = columns {
+        print_table(v, cols);
+    } else {
+        print_object(v);
+    }
+}
+
+/// `moat tenant …`.
+pub async fn tenant(remote: &Remote, verb: TenantVerb) -> anyhow::Result<()> {
+    let c = Client { tenant: None, ..Client::new(remote)? };
+    match verb {
+        TenantVerb::List => out(remote, &c.call(Method::GET, "/tenants", None, &[]).await?, Some(&["id", "name", "created_at"])),
+        TenantVerb::Show { tenant } => out(remote, &c.call(Method::GET, &format!("/tenants/{}", seg(&tenant)), None, &[]).await?, None),
+        TenantVerb::Create { name } => {
+            let v = c.call(Method::POST, "/tenants", Some(json!({ "name": name })), &[]).await?;
+            if remote.json { print_json(&v) } else { println!("{}", cell(&v["id"])) }
+        }
+        TenantVerb::Delete { tenant } => {
+            c.call(Method::DELETE, &format!("/tenants/{}", seg(&tenant)), None, &[]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `moat user …`.
+pub async fn user(remote: &Remote, verb: UserVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    match verb {
+        UserVerb::List => out(remote, &c.call(Method::GET, "/users", None, &[]).await?, Some(&["id", "name", "kind", "role", "email"])),
+        UserVerb::Create { name, email, role, kind } => {
+            let v = c
+                .call(Method::POST, "/users", Some(json!({ "name": name, "email": email, "role": role, "kind": kind })), &[])
+                .await?;
+            if remote.json { print_json(&v) } else { println!("{}", cell(&v["id"])) }
+        }
+    }
+    Ok(())
+}
+
+fn print_secret(remote: &Remote, v: &Value) -> anyhow::Result<()> {
+    if remote.json {
+        print_json(v);
+        return Ok(());
+    }
+    let key = v["key"].as_str().ok_or_else(|| anyhow!("the server returned no key"))?;
+    println!("{key}");
+    Ok(())
+}
+
+/// `moat key …`.
+pub async fn key(remote: &Remote, verb: KeyVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    match verb {
+        KeyVerb::List => out(
+            remote,
+            &c.call(Method::GET, "/keys", None, &[]).await?,
+            Some(&["id", "name", "role", "kind", "revoked", "last_used_at", "expires_at"]),
+        ),
+        KeyVerb::Show { key } => out(remote, &c.call(Method::GET, &format!("/keys/{}", seg(&key)), None, &[]).await?, None),
+        KeyVerb::Create { name, role, kind, user, expires_in } => {
+            let body = json!({ "name": name, "role": role, "kind": kind, "user": user, "expires_in": expires_in });
+            print_secret(remote, &c.call(Method::POST, "/keys", Some(body), &[]).await?)?;
+        }
+        KeyVerb::Revoke { key } => {
+            c.call(Method::DELETE, &format!("/keys/{}", seg(&key)), None, &[]).await?;
+        }
+        KeyVerb::Rotate { key } => {
+            print_secret(remote, &c.call(Method::POST, &format!("/keys/{}/rotate", seg(&key)), None, &[]).await?)?;
+        }
+    }
+    Ok(())
+}
+
+/// `moat server …`.
+pub async fn server(remote: &Remote, verb: ServerVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    match verb {
+        ServerVerb::List => out(
+            remote,
+            &c.call(Method::GET, "/servers", None, &[]).await?,
+            Some(&["id", "name", "transport", "url", "command", "source", "enabled"]),
+        ),
+        ServerVerb::Show { server } => out(remote, &c.call(Method::GET, &format!("/servers/{}", seg(&server)), None, &[]).await?, None),
+        ServerVerb::Add { name, url, transport, command, env } => {
+            let mut env_map = serde_json::Map::new();
+            for pair in env {
+                let (k, v) = pair.split_once('=').ok_or_else(|| anyhow!("--env expects KEY=VALUE, got `{pair}`"))?;
+                env_map.insert(k.to_owned(), Value::String(v.to_owned()));
+            }
+            let transport = match (&url, &transport) {
+                (Some(_), Some(t)) => t.clone(),
+                (Some(_), None) => "streamable-http".into(),
+                _ => "stdio".into(),
+            };
+            let body = json!({ "name": name, "transport": transport, "url": url, "command": command, "env": env_map });
+            let v = c.call(Method::POST, "/servers", Some(body), &[]).await?;
+            if remote.json { print_json(&v) } else { println!("{}", cell(&v["id"])) }
+        }
+        ServerVerb::Delete { server } => {
+            c.call(Method::DELETE, &format!("/servers/{}", seg(&server)), None, &[]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `moat audit …`.
+pub async fn audit(remote: &Remote, verb: AuditVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    match verb {
+        AuditVerb::List { limit, action, all } => {
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(a) = action {
+                q.push(("action", a));
+            }
+            if all {
+                q.push(("scope", "all".into()));
+            }
+            let v = c.call(Method::GET, "/audit", None, &q).await?;
+            out(remote, &v, Some(&["at", "action", "result", "actor_kind", "actor_id", "resource", "latency_ms", "source_addr"]));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Command-line interface.
+
+use crate::{admin, config, serve};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// moat — a security-first gateway for the Model Context Protocol.
+#[derive(Parser, Debug)]
+#[command(name = "moat", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every admin command.
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// Base URL of the running gateway.
+    #[arg(long, env = "MOAT_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// Act in this tenant (operator only, when not your own).
+    #[arg(long, global = true)]
+    pub tenant: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (default: ./moat.toml when present, or MOAT_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (default ./moat-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Listen address (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Log format: text or json.
+        #[arg(long)]
+        log_format: Option<String>,
+    },
+    /// Initialise an empty data dir and print the owner's API key.
+    Init {
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (default ./moat-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Name of the first tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Tenants (operator).
+    Tenant {
+        #[command(subcommand)]
+        verb: TenantVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Users of a tenant.
+    User {
+        #[command(subcommand)]
+        verb: UserVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        verb: KeyVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Upstream MCP servers.
+    Server {
+        #[command(subcommand)]
+        verb: ServerVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        verb: AuditVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantVerb {
+    /// List tenants.
+    List,
+    /// Show one tenant.
+    Show { tenant: String },
+    /// Create a tenant.
+    Create { name: String },
+    /// Delete a tenant with its users, keys and servers.
+    Delete { tenant: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserVerb {
+    /// List users.
+    List,
+    /// Create a user.
+    Create {
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value = "member")]
+        role: String,
+        #[arg(long, default_value = "human")]
+        kind: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyVerb {
+    /// List keys (never their secrets).
+    List,
+    /// Show one key.
+    Show { key: String },
+    /// Create a key; prints the secret once.
+    Create {
+        /// Unique name within the tenant.
+        name: String,
+        /// owner, admin or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// human, agent, service or workflow.
+        #[arg(long, default_value = "agent")]
+        kind: String,
+        /// The user (id or name) the key acts as.
+        #[arg(long)]
+        user: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long)]
+        expires_in: Option<i64>,
+    },
+    /// Revoke a key; it stops working on the next request.
+    #[command(alias = "delete")]
+    Revoke { key: String },
+    /// Regenerate a key's secret; prints the new secret once.
+    #[command(alias = "regenerate")]
+    Rotate { key: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerVerb {
+    /// List servers.
+    List,
+    /// Show one server.
+    Show { server: String },
+    /// Register an upstream server.
+    #[command(alias = "create")]
+    Add {
+        /// Name: the tool prefix (`<name>__<tool>`).
+        name: String,
+        /// URL of a Streamable HTTP or SSE server.
+        #[arg(long, conflicts_with = "command", required_unless_present = "command")]
+        url: Option<String>,
+        /// Transport of a URL server.
+        #[arg(long, value_parser = ["streamable-http", "sse"])]
+        transport: Option<String>,
+        /// Program and arguments of a stdio server (the rest of the line).
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        command: Option<Vec<String>>,
+        /// Environment for a stdio server, KEY=VALUE (not for secrets).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+    },
+    /// Remove a server.
+    #[command(alias = "remove")]
+    Delete { server: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditVerb {
+    /// List events, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only actions starting with this prefix (e.g. `auth.`).
+        #[arg(long)]
+        action: Option<String>,
+        /// Every tenant's events (operator).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, data_dir, listen, log_format } => {
+            let flags = config::Overrides { config, data_dir, listen, log_format };
+            serve::serve(flags).await
+        }
+        Command::Init { config, data_dir, tenant } => {
+            let flags = config::Overrides { config, data_dir, ..Default::default() };
+            serve::init_command(flags, &tenant).await
+        }
+        Command::Tenant { verb, remote } => admin::tenant(&remote, verb).await,
+        Command::User { verb, remote } => admin::user(&remote, verb).await,
+        Command::Key { verb, remote } => admin::key(&remote, verb).await,
+        Command::Server { verb, remote } => admin::server(&remote, verb).await,
+        Command::Audit { verb, remote } => admin::audit(&remote, verb).await,
+    }
+}

@@ -1,0 +1,263 @@
+//! `moat init` and `moat serve`.
+
+use crate::config::{self, Config, LogFormat, Overrides};
+use anyhow::{Context, bail};
+use moat_core::{PrincipalKind, Role};
+use moat_gateway::audit::AuditSink;
+use moat_gateway::authn::Authenticator;
+use moat_gateway::guard::OriginGuard;
+use moat_gateway::mcp::session::SessionStore;
+use moat_gateway::upstreams::UpstreamPool;
+use moat_gateway::{AppState, GatewayConfig};
+use moat_store::{NewApiKey, NewUser, ServerSource, Store};
+use moat_vault::LocalKek;
+use secrecy::{ExposeSecret, SecretString};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn load(flags: &Overrides) -> anyhow::Result<Config> {
+    Ok(config::load(flags, &env_var)?)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// True when the database already holds a tenant.
+async fn initialised(store: &Store) -> anyhow::Result<bool> {
+    Ok(!store.list_tenants().await.context("reading tenants")?.is_empty())
+}
+
+fn prepare_data_dir(cfg: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let _ = std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700));
+    Ok(())
+}
+
+/// Creates the first tenant, its owner user and the operator's key.
+async fn bootstrap(store: &Store, tenant_name: &str) -> anyhow::Result<SecretString> {
+    let tenant = store
+        .create_tenant(tenant_name)
+        .await
+        .with_context(|| format!("creating tenant `{tenant_name}`"))?;
+    let user = store
+        .create_user(
+            &tenant.id,
+            NewUser { name: "owner".into(), email: None, kind: PrincipalKind::Human, role: Role::Owner },
+        )
+        .await
+        .context("creating the owner user")?;
+    let key = tokio::task::spawn_blocking(moat_auth::generate_key)
+        .await
+        .context("generating the owner key")?
+        .context("generating the owner key")?;
+    store
+        .insert_api_key(
+            &tenant.id,
+            NewApiKey {
+                user_id: user.id,
+                name: "owner".into(),
+                public_id: key.public_id.clone(),
+                secret_hash: key.secret_hash.clone(),
+                role: Role::Owner,
+                kind: PrincipalKind::Human,
+                operator: true,
+                expires_at: None,
+            },
+        )
+        .await
+        .context("storing the owner key")?;
+    let mut ev = moat_store::AuditEvent::new("system", "tenant.create", moat_store::AuditResult::Ok);
+    ev.tenant_id = Some(tenant.id.clone());
+    ev.resource = Some(format!("tenant:{}", tenant.id));
+    ev.metadata = serde_json::json!({ "name": tenant.name, "by": "init" });
+    let mut key_ev = moat_store::AuditEvent::new("system", "key.create", moat_store::AuditResult::Ok);
+    key_ev.tenant_id = Some(tenant.id);
+    key_ev.metadata = serde_json::json!({ "name": "owner", "role": "owner", "operator": true });
+    store.append_audit(&[ev, key_ev]).await.context("recording the audit trail")?;
+    Ok(key.token)
+}
+
+/// `moat init`.
+pub async fn init_command(flags: Overrides, tenant: &str) -> anyhow::Result<()> {
+    moat_core::validate_name(tenant).map_err(|e| anyhow::anyhow!("tenant name `{tenant}`: {e}"))?;
+    let cfg = load(&flags)?;
+    prepare_data_dir(&cfg)?;
+    if LocalKek::path_in(&cfg.data_dir).exists() {
+        bail!("{} is already initialised (its key file exists); refusing to overwrite it", cfg.data_dir.display());
+    }
+    let store = Store::connect(&cfg.database_url).await.context("opening the database")?;
+    if initialised(&store).await? {
+        bail!("the database of {} is already initialised; refusing to initialise it again", cfg.data_dir.display());
+    }
+    LocalKek::create(&cfg.data_dir).context("creating the key-encryption key")?;
+    let token = bootstrap(&store, tenant).await?;
+    store.close().await;
+    println!("{}", token.expose_secret());
+    Ok(())
+}
+
+/// Applies `[[servers]]`: upserts each, and removes config-sourced servers
+/// that the file no longer lists.
+async fn sync_config_servers(store: &Store, cfg: &Config) -> anyhow::Result<()> {
+    for s in &cfg.servers {
+        let Some(tenant) = store.tenant_by_name(&s.tenant).await? else {
+            bail!(
+                "{}: server `{}` names tenant `{}`, which does not exist (create it with `moat tenant create {}`)",
+                cfg.file.as_ref().map_or_else(|| "config".into(), |p| p.display().to_string()),
+                s.server.name,
+                s.tenant,
+                s.tenant
+            );
+        };
+        store
+            .upsert_config_server(&tenant.id, s.server.clone())
+            .await
+            .with_context(|| format!("registering server `{}`", s.server.name))?;
+    }
+    for record in store.list_all_servers().await? {
+        if record.source != ServerSource::Config {
+            continue;
+        }
+        let listed = cfg.servers.iter().any(|s| s.server.name == record.name)
+            && store
+                .tenant(&record.tenant_id)
+                .await?
+                .is_some_and(|t| cfg.servers.iter().any(|s| s.server.name == record.name && s.tenant == t.name));
+        if !listed {
+            store.delete_server(&record.tenant_id, &record.id).await?;
+            tracing::info!(server = %record.name, "removed a server no longer in the config file");
+        }
+    }
+    Ok(())
+}
+
+/// `moat serve`.
+pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
+    let cfg = load(&flags)?;
+    init_tracing(cfg.log_format);
+    prepare_data_dir(&cfg)?;
+    let store = Store::connect(&cfg.database_url).await.context("opening the database")?;
+    let kek = if !initialised(&store).await? {
+        let kek = LocalKek::load_or_create(&cfg.data_dir).context("creating the key-encryption key")?;
+        let token = bootstrap(&store, "default").await?;
+        eprintln!("moat: initialised {}; the owner API key (shown once):", cfg.data_dir.display());
+        eprintln!("{}", token.expose_secret());
+        kek
+    } else {
+        LocalKek::load(&cfg.data_dir).context("loading the key-encryption key")?
+    };
+    sync_config_servers(&store, &cfg).await?;
+
+    let mut gw = GatewayConfig::new(cfg.listen);
+    gw.public_url = cfg.public_url.clone();
+    gw.allowed_origins = cfg.allowed_origins.clone();
+    gw.allowed_hosts = cfg.allowed_hosts.clone();
+    gw.max_body_bytes = cfg.max_body_bytes;
+    gw.call_timeout = cfg.call_timeout;
+    gw.upstream_max_concurrency = cfg.upstream_max_concurrency;
+    gw.session_idle_timeout = cfg.session_idle_timeout;
+    gw.key_cache_ttl = cfg.key_cache_ttl;
+
+    let (audit, audit_writer) = AuditSink::start(store.clone());
+    let auth = Authenticator::new(store.clone(), audit.clone(), gw.key_cache_ttl).context("starting authentication")?;
+    let pool = UpstreamPool::new(&gw);
+    for record in store.list_all_servers().await? {
+        let name = record.name.clone();
+        match pool.install(record) {
+            Ok(entry) => {
+                let boot = cfg.servers.iter().any(|s| s.start_at_boot && s.server.name == name);
+                if boot {
+                    tokio::spawn(async move {
+                        if let Err(e) = entry.upstream.connect().await {
+                            tracing::warn!(upstream = %name, error = %e, "upstream did not start at boot");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "server cannot be started"),
+        }
+    }
+    let _ = moat_gateway::telemetry::metrics_handle();
+    let shutdown = CancellationToken::new();
+    let state = Arc::new(AppState {
+        guard: OriginGuard::new(&gw),
+        sessions: SessionStore::new(gw.session_idle_timeout, gw.max_sessions),
+        cfg: gw.clone(),
+        store: store.clone(),
+        auth,
+        pool,
+        audit: audit.clone(),
+        key_provider: Box::new(move || kek.check().map_err(|e| e.to_string())),
+        shutdown: shutdown.clone(),
+    });
+    moat_gateway::mcp::notify::spawn_fanout(state.clone());
+    let sweeper = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            sweeper.sessions.sweep();
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(
+        listen = %cfg.listen,
+        data_dir = %cfg.data_dir.display(),
+        key_provider = %cfg.vault_provider,
+        credential_cache_ttl_ms = cfg.credential_cache_ttl.as_millis(),
+        firewall_mode = %cfg.firewall_mode,
+        redis = cfg.redis_url.is_some(),
+        "moat is serving"
+    );
+    let app = moat_gateway::router(state.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let signal_state = state.clone();
+    let graceful = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        signal_state.shutdown.cancel();
+        signal_state.sessions.close_all();
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(graceful)
+        .await
+        .context("serving HTTP")?;
+    state.pool.shutdown_all().await;
+    drop(audit);
+    tokio::time::timeout(Duration::from_secs(10), audit_writer.finish()).await.ok();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
