@@ -82,9 +82,7 @@ pub struct GeneratedKey {
 
 impl std::fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeneratedKey")
-            .field("public_id", &self.public_id)
-            .finish_non_exhaustive()
+        f.debug_struct("GeneratedKey").field("public_id", &self.public_id).finish_non_exhaustive()
     }
 }
 
@@ -140,10 +138,7 @@ pub fn hash_token(token: &str) -> Result<String, KeyError> {
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| KeyError::Random)?;
     let salt = SaltString::encode_b64(&salt).map_err(|_| KeyError::Hash)?;
-    argon2()
-        .hash_password(token.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| KeyError::Hash)
+    argon2().hash_password(token.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| KeyError::Hash)
 }
 
 /// Verifies a token against a stored PHC hash (constant-time comparison).
@@ -163,11 +158,7 @@ pub fn generate_key() -> Result<GeneratedKey, KeyError> {
     let check = checksum(&token);
     token.push_str(&check);
     let secret_hash = hash_token(&token)?;
-    Ok(GeneratedKey {
-        token: SecretString::from(token),
-        public_id,
-        secret_hash,
-    })
+    Ok(GeneratedKey { token: SecretString::from(token), public_id, secret_hash })
 }
 
 /// Checks a presented string's shape and checksum, without I/O.
@@ -253,11 +244,7 @@ impl<P: Clone + Send + Sync + 'static> KeyCache<P> {
         let id = key_id.to_owned();
         // Only fails when invalidation closures are not enabled, which the
         // constructor always does; fall back to clearing everything.
-        if self
-            .entries
-            .invalidate_entries_if(move |_, v| v.key_id == id)
-            .is_err()
-        {
+        if self.entries.invalidate_entries_if(move |_, v| v.key_id == id).is_err() {
             self.entries.invalidate_all();
         }
         self.entries.run_pending_tasks();

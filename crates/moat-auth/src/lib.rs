@@ -12,6 +12,6 @@
 pub mod keys;
 
 pub use keys::{
-    CachedKey, GeneratedKey, KeyCache, KeyError, KeyFormatError, ParsedKey, generate_key, hash_token,
-    parse_key, random_bytes, reveal, verify_token,
+    CachedKey, GeneratedKey, KeyCache, KeyError, KeyFormatError, ParsedKey, generate_key, hash_token, parse_key,
+    random_bytes, reveal, verify_token,
 };

@@ -114,8 +114,6 @@ text_enum!(PrincipalKind, "principal kind", "human, agent, service, workflow", {
     Human => "human", Agent => "agent", Service => "service", Workflow => "workflow",
 });
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;

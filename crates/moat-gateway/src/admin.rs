@@ -94,13 +94,15 @@ struct Admin {
     meta: RequestMeta,
 }
 
-async fn admin(app: &App, headers: &HeaderMap, addr: SocketAddr, tenant: Option<&str>, need_admin: bool) -> Result<Admin, Response> {
+async fn admin(
+    app: &App,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    tenant: Option<&str>,
+    need_admin: bool,
+) -> Result<Admin, Response> {
     let meta = wire::request_meta(headers, Some(addr));
-    let principal = app
-        .auth
-        .authenticate(headers, &meta)
-        .await
-        .map_err(|f| wire::auth_failure(app, "/api/v1", &f))?;
+    let principal = app.auth.authenticate(headers, &meta).await.map_err(|f| wire::auth_failure(app, "/api/v1", &f))?;
     if need_admin && !principal.is_admin() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "this needs an admin or owner key").into_response());
     }
@@ -109,7 +111,9 @@ async fn admin(app: &App, headers: &HeaderMap, addr: SocketAddr, tenant: Option<
         Some(t) if t == principal.tenant_id.as_str() || t == principal.tenant_name => principal.tenant_id.clone(),
         Some(t) => {
             if !principal.operator {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "only the operator may act in another tenant").into_response());
+                return Err(
+                    ApiError::new(StatusCode::FORBIDDEN, "only the operator may act in another tenant").into_response()
+                );
             }
             let found = match app.store.tenant_by_name(t).await {
                 Ok(Some(r)) => Some(r),
@@ -161,13 +165,14 @@ async fn whoami(State(app): State<App>, ConnectInfo(addr): ConnectInfo<SocketAdd
 
 // ---- tenants ----------------------------------------------------------------
 
-async fn list_tenants(State(app): State<App>, ConnectInfo(addr): ConnectInfo<SocketAddr>, headers: HeaderMap) -> ApiResult {
+async fn list_tenants(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
     let a = admin!(app, headers, addr, TenantQuery::default());
     let all = app.store.list_tenants().await?;
-    let visible: Vec<_> = all
-        .into_iter()
-        .filter(|t| a.principal.operator || t.id == a.principal.tenant_id)
-        .collect();
+    let visible: Vec<_> = all.into_iter().filter(|t| a.principal.operator || t.id == a.principal.tenant_id).collect();
     Ok(Json(visible).into_response())
 }
 
@@ -196,8 +201,7 @@ async fn find_tenant(app: &App, a: &Admin, key: &str) -> Result<moat_store::Tena
         Some(t) => Some(t),
         None => app.store.tenant(&TenantId::from_string(key)).await?,
     };
-    t.filter(|t| a.principal.operator || t.id == a.principal.tenant_id)
-        .ok_or_else(|| ApiError::not_found("tenant"))
+    t.filter(|t| a.principal.operator || t.id == a.principal.tenant_id).ok_or_else(|| ApiError::not_found("tenant"))
 }
 
 async fn show_tenant(
@@ -283,10 +287,7 @@ async fn create_user(
     let role = parse_role(body.role.as_deref())?;
     check_grantable(&a, role)?;
     let kind = parse_kind(body.kind.as_deref(), "human")?;
-    let u = app
-        .store
-        .create_user(&a.tenant, NewUser { name: body.name, email: body.email, kind, role })
-        .await?;
+    let u = app.store.create_user(&a.tenant, NewUser { name: body.name, email: body.email, kind, role }).await?;
     audit(&app, &a, "user.create", format!("user:{}", u.id), json!({ "name": u.name, "role": role })).await;
     Ok((StatusCode::CREATED, Json(u)).into_response())
 }
@@ -360,17 +361,21 @@ async fn create_key(
             },
         )
         .await?;
-    audit(&app, &a, "key.create", format!("api_key:{}", record.id), json!({ "name": record.name, "role": role, "kind": kind })).await;
+    audit(
+        &app,
+        &a,
+        "key.create",
+        format!("api_key:{}", record.id),
+        json!({ "name": record.name, "role": role, "kind": kind }),
+    )
+    .await;
     let mut out = serde_json::to_value(&record).unwrap_or_else(|_| json!({}));
     out["key"] = json!(generated.token.expose_secret());
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 async fn find_key(app: &App, a: &Admin, key: &str) -> Result<moat_store::ApiKeyRecord, ApiError> {
-    app.store
-        .find_api_key(&a.tenant, key)
-        .await?
-        .ok_or_else(|| ApiError::not_found("API key"))
+    app.store.find_api_key(&a.tenant, key).await?.ok_or_else(|| ApiError::not_found("API key"))
 }
 
 async fn show_key(
@@ -415,11 +420,7 @@ async fn rotate_key(
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key generation failed"))?
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key generation failed"))?;
-    if !app
-        .store
-        .rotate_api_key_secret(&a.tenant, &k.id, &generated.public_id, &generated.secret_hash)
-        .await?
-    {
+    if !app.store.rotate_api_key_secret(&a.tenant, &k.id, &generated.public_id, &generated.secret_hash).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, "a revoked key cannot be regenerated"));
     }
     app.auth.invalidate_key(k.id.as_str());
@@ -464,9 +465,7 @@ async fn create_server(
 ) -> ApiResult {
     let a = admin!(app, headers, addr, q);
     let transport = match (&body.transport, &body.url, &body.command) {
-        (Some(t), _, _) => t
-            .parse::<Transport>()
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+        (Some(t), _, _) => t.parse::<Transport>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
         (None, Some(_), None) => Transport::StreamableHttp,
         (None, None, Some(_)) => Transport::Stdio,
         _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "give exactly one of `url` or `command`")),
@@ -485,7 +484,14 @@ async fn create_server(
     if let Err(e) = app.pool.install(record.clone()) {
         tracing::warn!(error = %e, "registered server cannot be started");
     }
-    audit(&app, &a, "server.create", format!("server:{}", record.id), json!({ "name": record.name, "transport": record.transport })).await;
+    audit(
+        &app,
+        &a,
+        "server.create",
+        format!("server:{}", record.id),
+        json!({ "name": record.name, "transport": record.transport }),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 

@@ -32,21 +32,30 @@ fn id_param(name: &str) -> Value {
 /// The document.
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
-    paths.insert("/api/v1/whoami".into(), json!({ "get": op("The authenticated caller", "meta", None, ("200", "the principal")) }));
-    paths.insert("/api/v1/tenants".into(), json!({
-        "get": op("List tenants (operator: all; others: own)", "tenants", None, ("200", "tenants")),
-        "post": op("Create a tenant (operator)", "tenants", Some("CreateTenant"), ("201", "the tenant")),
-    }));
+    paths.insert(
+        "/api/v1/whoami".into(),
+        json!({ "get": op("The authenticated caller", "meta", None, ("200", "the principal")) }),
+    );
+    paths.insert(
+        "/api/v1/tenants".into(),
+        json!({
+            "get": op("List tenants (operator: all; others: own)", "tenants", None, ("200", "tenants")),
+            "post": op("Create a tenant (operator)", "tenants", Some("CreateTenant"), ("201", "the tenant")),
+        }),
+    );
     let mut t = json!({
         "get": op("Show a tenant", "tenants", None, ("200", "the tenant")),
         "delete": op("Delete a tenant and its users, keys and servers (operator)", "tenants", None, ("204", "deleted")),
     });
     t["parameters"] = json!([id_param("tenant")]);
     paths.insert("/api/v1/tenants/{tenant}".into(), t);
-    paths.insert("/api/v1/users".into(), json!({
-        "get": op("List users", "users", None, ("200", "users")),
-        "post": op("Create a user", "users", Some("CreateUser"), ("201", "the user")),
-    }));
+    paths.insert(
+        "/api/v1/users".into(),
+        json!({
+            "get": op("List users", "users", None, ("200", "users")),
+            "post": op("Create a user", "users", Some("CreateUser"), ("201", "the user")),
+        }),
+    );
     paths.insert("/api/v1/keys".into(), json!({
         "get": op("List API keys (never their secrets)", "keys", None, ("200", "keys")),
         "post": op("Create an API key; the response's `key` is shown once", "keys", Some("CreateKey"), ("201", "the key record and its secret")),
@@ -60,10 +69,13 @@ pub fn document() -> Value {
     let mut r = json!({ "post": op("Regenerate a key's secret; the old one stops working at once", "keys", None, ("200", "the key record and its new secret")) });
     r["parameters"] = json!([id_param("key")]);
     paths.insert("/api/v1/keys/{key}/rotate".into(), r);
-    paths.insert("/api/v1/servers".into(), json!({
-        "get": op("List upstream servers", "servers", None, ("200", "servers")),
-        "post": op("Register an upstream server", "servers", Some("CreateServer"), ("201", "the server")),
-    }));
+    paths.insert(
+        "/api/v1/servers".into(),
+        json!({
+            "get": op("List upstream servers", "servers", None, ("200", "servers")),
+            "post": op("Register an upstream server", "servers", Some("CreateServer"), ("201", "the server")),
+        }),
+    );
     let mut s = json!({
         "get": op("Show a server", "servers", None, ("200", "the server")),
         "delete": op("Remove a server", "servers", None, ("204", "removed")),

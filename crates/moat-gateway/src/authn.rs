@@ -48,11 +48,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// A stage over `store` whose verification cache keeps entries for `ttl`.
     pub fn new(store: Store, audit: AuditSink, ttl: Duration) -> Result<Self, moat_auth::KeyError> {
-        Ok(Self {
-            store,
-            cache: KeyCache::new(10_000, ttl)?,
-            audit,
-        })
+        Ok(Self { store, cache: KeyCache::new(10_000, ttl)?, audit })
     }
 
     /// Drops cached verifications of a key (revoke, regenerate).
@@ -126,9 +122,7 @@ impl Authenticator {
         // not tell an attacker which public ids exist in which state.
         let hash = record.secret_hash.clone();
         let presented = token.to_owned();
-        let ok = tokio::task::spawn_blocking(move || moat_auth::verify_token(&presented, &hash))
-            .await
-            .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || moat_auth::verify_token(&presented, &hash)).await.unwrap_or(false);
         if !ok {
             return Err(AuthFailure::Invalid("wrong secret"));
         }
@@ -150,11 +144,7 @@ impl Authenticator {
         };
         self.cache.insert(
             token,
-            CachedKey {
-                key_id: record.id.to_string(),
-                principal: principal.clone(),
-                expires_at_ms: record.expires_at,
-            },
+            CachedKey { key_id: record.id.to_string(), principal: principal.clone(), expires_at_ms: record.expires_at },
         );
         let store = self.store.clone();
         let (tenant, id) = (record.tenant_id.clone(), record.id.clone());

@@ -43,15 +43,11 @@ pub fn router(app: App) -> Router {
     let mcp = Router::new()
         .route(
             "/mcp",
-            post(mcp::http::post_aggregate)
-                .get(mcp::http::get_aggregate)
-                .delete(mcp::http::delete_aggregate),
+            post(mcp::http::post_aggregate).get(mcp::http::get_aggregate).delete(mcp::http::delete_aggregate),
         )
         .route(
             "/mcp/{server}",
-            post(mcp::http::post_server)
-                .get(mcp::http::get_server)
-                .delete(mcp::http::delete_server),
+            post(mcp::http::post_server).get(mcp::http::get_server).delete(mcp::http::delete_server),
         )
         .route("/sse", get(mcp::legacy_sse::open_aggregate))
         .route("/sse/{server}", get(mcp::legacy_sse::open_server))

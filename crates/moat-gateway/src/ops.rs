@@ -32,11 +32,7 @@ pub async fn readyz(State(app): State<App>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics() -> Response {
     match crate::telemetry::metrics_handle() {
-        Some(h) => (
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
-        )
-            .into_response(),
+        Some(h) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable").into_response(),
     }
 }

@@ -22,11 +22,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// Records one MCP call.
 pub fn mcp_call(server: &str, method: &str, outcome: &'static str, seconds: f64) {
-    let labels = [
-        ("server", server.to_owned()),
-        ("method", method.to_owned()),
-        ("outcome", outcome.to_owned()),
-    ];
+    let labels = [("server", server.to_owned()), ("method", method.to_owned()), ("outcome", outcome.to_owned())];
     metrics::counter!("moat_mcp_requests_total", &labels).increment(1);
     metrics::histogram!("moat_mcp_request_duration_seconds", &labels[..2]).record(seconds);
 }
@@ -44,11 +40,7 @@ pub fn upstream_error(server: &str, method: &str, kind: &'static str) {
 
 /// Records one HTTP request.
 pub fn http_request(route: &'static str, method: &str, status: u16, seconds: f64) {
-    let labels = [
-        ("route", route.to_owned()),
-        ("method", method.to_owned()),
-        ("status", status.to_string()),
-    ];
+    let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
     metrics::counter!("moat_http_requests_total", &labels).increment(1);
     metrics::histogram!("moat_http_request_duration_seconds", &labels[..2]).record(seconds);
 }

@@ -60,11 +60,7 @@ impl ServerEntry {
     /// True while the server recently failed a list call: aggregated lists
     /// skip it for a while rather than wait for it on every request.
     pub fn is_unhealthy(&self) -> bool {
-        self.unhealthy_until
-            .lock()
-            .ok()
-            .and_then(|g| *g)
-            .is_some_and(|until| Instant::now() < until)
+        self.unhealthy_until.lock().ok().and_then(|g| *g).is_some_and(|until| Instant::now() < until)
     }
 
     fn mark(&self, healthy: bool) {
@@ -86,9 +82,7 @@ fn invalidated_by(method: &str) -> &'static [&'static str] {
 
 /// The list methods whose results are cached.
 pub fn list_method(method: &str) -> Option<&'static str> {
-    ["tools/list", "prompts/list", "resources/list", "resources/templates/list"]
-        .into_iter()
-        .find(|m| *m == method)
+    ["tools/list", "prompts/list", "resources/list", "resources/templates/list"].into_iter().find(|m| *m == method)
 }
 
 /// Every upstream of every tenant.
@@ -118,40 +112,22 @@ fn spec_of(record: &ServerRecord) -> Result<UpstreamSpec, SpecError> {
             .map(|(k, v)| {
                 let name = http::HeaderName::from_bytes(k.as_bytes())
                     .map_err(|_| SpecError::Header(record.name.clone(), k.clone()))?;
-                let mut value = http::HeaderValue::from_str(v)
-                    .map_err(|_| SpecError::Header(record.name.clone(), k.clone()))?;
+                let mut value =
+                    http::HeaderValue::from_str(v).map_err(|_| SpecError::Header(record.name.clone(), k.clone()))?;
                 value.set_sensitive(true);
                 Ok((name, value))
             })
             .collect::<Result<Vec<_>, SpecError>>()
     };
-    let url = || {
-        record
-            .url
-            .clone()
-            .ok_or_else(|| SpecError::Missing(record.name.clone(), "url"))
-    };
+    let url = || record.url.clone().ok_or_else(|| SpecError::Missing(record.name.clone(), "url"));
     Ok(match record.transport {
         Transport::Stdio => {
             let mut parts = record.command.clone().unwrap_or_default().into_iter();
-            let command = parts
-                .next()
-                .ok_or_else(|| SpecError::Missing(record.name.clone(), "command"))?;
-            UpstreamSpec::Stdio {
-                command,
-                args: parts.collect(),
-                env: record.env.clone(),
-                cwd: None,
-            }
+            let command = parts.next().ok_or_else(|| SpecError::Missing(record.name.clone(), "command"))?;
+            UpstreamSpec::Stdio { command, args: parts.collect(), env: record.env.clone(), cwd: None }
         }
-        Transport::StreamableHttp => UpstreamSpec::StreamableHttp {
-            url: url()?,
-            headers: headers()?,
-        },
-        Transport::Sse => UpstreamSpec::Sse {
-            url: url()?,
-            headers: headers()?,
-        },
+        Transport::StreamableHttp => UpstreamSpec::StreamableHttp { url: url()?, headers: headers()? },
+        Transport::Sse => UpstreamSpec::Sse { url: url()?, headers: headers()? },
     })
 }
 
@@ -164,12 +140,7 @@ impl UpstreamPool {
             ..UpstreamOptions::default()
         };
         let (notify, _) = broadcast::channel(1024);
-        Self {
-            entries: RwLock::new(HashMap::new()),
-            options,
-            list_ttl: cfg.list_cache_ttl,
-            notify,
-        }
+        Self { entries: RwLock::new(HashMap::new()), options, list_ttl: cfg.list_cache_ttl, notify }
     }
 
     /// Notifications from every upstream.
@@ -190,11 +161,7 @@ impl UpstreamPool {
         });
         spawn_listener(Arc::downgrade(&entry), entry.upstream.events(), self.notify.clone());
         let key = (entry.record.tenant_id.clone(), entry.record.name.clone());
-        let old = self
-            .entries
-            .write()
-            .map(|mut m| m.insert(key, entry.clone()))
-            .unwrap_or(None);
+        let old = self.entries.write().map(|mut m| m.insert(key, entry.clone())).unwrap_or(None);
         if let Some(old) = old {
             tokio::spawn(async move { old.upstream.shutdown().await });
         }
@@ -203,11 +170,7 @@ impl UpstreamPool {
 
     /// Removes a server and shuts its upstream down.
     pub async fn remove(&self, tenant: &TenantId, name: &str) {
-        let old = self
-            .entries
-            .write()
-            .ok()
-            .and_then(|mut m| m.remove(&(tenant.clone(), name.to_owned())));
+        let old = self.entries.write().ok().and_then(|mut m| m.remove(&(tenant.clone(), name.to_owned())));
         if let Some(old) = old {
             old.upstream.shutdown().await;
         }
@@ -223,12 +186,7 @@ impl UpstreamPool {
 
     /// One server of a tenant, if registered and enabled.
     pub fn get(&self, tenant: &TenantId, name: &str) -> Option<Arc<ServerEntry>> {
-        self.entries
-            .read()
-            .ok()?
-            .get(&(tenant.clone(), name.to_owned()))
-            .filter(|e| e.record.enabled)
-            .cloned()
+        self.entries.read().ok()?.get(&(tenant.clone(), name.to_owned())).filter(|e| e.record.enabled).cloned()
     }
 
     /// Every enabled server of a tenant, sorted by name.
@@ -236,12 +194,7 @@ impl UpstreamPool {
         let mut out: Vec<_> = self
             .entries
             .read()
-            .map(|m| {
-                m.iter()
-                    .filter(|((t, _), e)| t == tenant && e.record.enabled)
-                    .map(|(_, e)| e.clone())
-                    .collect()
-            })
+            .map(|m| m.iter().filter(|((t, _), e)| t == tenant && e.record.enabled).map(|(_, e)| e.clone()).collect())
             .unwrap_or_default();
         out.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         out
@@ -262,10 +215,7 @@ impl UpstreamPool {
 
     /// Every entry (for boot connect and shutdown).
     pub fn all(&self) -> Vec<Arc<ServerEntry>> {
-        self.entries
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.entries.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     /// One page of a list method, from the cache when fresh.

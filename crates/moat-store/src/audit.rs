@@ -63,11 +63,7 @@ pub type NewAuditEvent = AuditEvent;
 
 impl AuditEvent {
     /// An event happening now, with a fresh id and empty metadata.
-    pub fn new(
-        actor_kind: impl Into<String>,
-        action: impl Into<String>,
-        result: AuditResult,
-    ) -> Self {
+    pub fn new(actor_kind: impl Into<String>, action: impl Into<String>, result: AuditResult) -> Self {
         Self {
             id: AuditId::generate(),
             tenant_id: None,
@@ -109,9 +105,7 @@ const COLUMNS: &str = "id, tenant_id, at, actor_kind, actor_id, action, resource
 fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
     Ok(AuditEvent {
         id: AuditId::from_string(row.try_get::<String, _>("id")?),
-        tenant_id: row
-            .try_get::<Option<String>, _>("tenant_id")?
-            .map(TenantId::from_string),
+        tenant_id: row.try_get::<Option<String>, _>("tenant_id")?.map(TenantId::from_string),
         at: row.try_get("at")?,
         actor_kind: row.try_get("actor_kind")?,
         actor_id: row.try_get("actor_id")?,
@@ -160,13 +154,7 @@ impl Store {
             .bind(to_json(&event.metadata)?)
             .execute(&mut *tx)
             .await
-            .map_err(|e| {
-                StoreError::on_insert(
-                    e,
-                    || "an audit event with this id already exists".into(),
-                    "",
-                )
-            })?;
+            .map_err(|e| StoreError::on_insert(e, || "an audit event with this id already exists".into(), ""))?;
         }
         tx.commit().await?;
         Ok(())
@@ -203,19 +191,10 @@ impl Store {
             let i = push(&mut args, Arg::Text(id.as_str().to_owned()));
             clauses.push(format!("(at < ${a} OR (at = ${a} AND id < ${i}))"));
         }
-        let limit = query
-            .limit
-            .unwrap_or(DEFAULT_AUDIT_LIMIT)
-            .clamp(1, MAX_AUDIT_LIMIT);
+        let limit = query.limit.unwrap_or(DEFAULT_AUDIT_LIMIT).clamp(1, MAX_AUDIT_LIMIT);
         let l = push(&mut args, Arg::Int(i64::from(limit)));
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM audit_events {filter} ORDER BY at DESC, id DESC LIMIT ${l}"
-        );
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let sql = format!("SELECT {COLUMNS} FROM audit_events {filter} ORDER BY at DESC, id DESC LIMIT ${l}");
 
         let mut tx = match &query.tenant {
             Some(tenant) => self.tenant_tx(tenant).await?,

@@ -43,26 +43,16 @@ impl From<sqlx::Error> for StoreError {
 impl StoreError {
     /// Maps a driver error, turning a unique violation into `Conflict(msg)`
     /// and a foreign-key violation into `Invalid(missing)`.
-    pub(crate) fn on_insert(
-        err: sqlx::Error,
-        conflict: impl FnOnce() -> String,
-        missing: &str,
-    ) -> Self {
+    pub(crate) fn on_insert(err: sqlx::Error, conflict: impl FnOnce() -> String, missing: &str) -> Self {
         match &err {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(conflict())
-            }
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                StoreError::Invalid(missing.to_owned())
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(conflict()),
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Invalid(missing.to_owned()),
             _ => StoreError::from(err),
         }
     }
 
     /// A stored value that the code cannot read back (a corrupted or newer row).
     pub(crate) fn corrupt(column: &str) -> Self {
-        StoreError::Database(format!(
-            "column `{column}` holds a value this version cannot read"
-        ))
+        StoreError::Database(format!("column `{column}` holds a value this version cannot read"))
     }
 }

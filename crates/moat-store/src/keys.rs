@@ -190,10 +190,7 @@ fn auth_from_row(row: &AnyRow) -> Result<AuthKeyRecord, StoreError> {
 /// ids, practically never) or the live name.
 fn key_conflict(err: sqlx::Error, name: &str) -> StoreError {
     let public_id = match &err {
-        sqlx::Error::Database(db) => db
-            .constraint()
-            .unwrap_or(db.message())
-            .contains("public_id"),
+        sqlx::Error::Database(db) => db.constraint().unwrap_or(db.message()).contains("public_id"),
         _ => false,
     };
     StoreError::on_insert(
@@ -213,11 +210,7 @@ impl Store {
     /// Stores a new key for a user of `tenant`. A live key of the same name
     /// is a [`StoreError::Conflict`]; a user of another tenant is
     /// [`StoreError::Invalid`] (the foreign key spans tenant and user).
-    pub async fn insert_api_key(
-        &self,
-        tenant: &TenantId,
-        new: NewApiKey,
-    ) -> Result<ApiKeyRecord, StoreError> {
+    pub async fn insert_api_key(&self, tenant: &TenantId, new: NewApiKey) -> Result<ApiKeyRecord, StoreError> {
         check_name("key", &new.name)?;
         let record = ApiKeyRecord {
             id: ApiKeyId::generate(),
@@ -260,10 +253,7 @@ impl Store {
     /// Looks a key up by the public id embedded in it, across all tenants:
     /// authentication runs before the tenant is known. Returns revoked and
     /// expired keys too; the caller checks [`AuthKeyRecord::is_usable`].
-    pub async fn api_key_for_auth(
-        &self,
-        public_id: &str,
-    ) -> Result<Option<AuthKeyRecord>, StoreError> {
+    pub async fn api_key_for_auth(&self, public_id: &str) -> Result<Option<AuthKeyRecord>, StoreError> {
         let mut tx = self.system_tx().await?;
         let row = sqlx::query(
             "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.user_id, k.name, k.public_id, \
@@ -279,11 +269,7 @@ impl Store {
 
     /// The key of `tenant` with this id (revoked or not), or the live key
     /// with this name.
-    pub async fn find_api_key(
-        &self,
-        tenant: &TenantId,
-        id_or_name: &str,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+    pub async fn find_api_key(&self, tenant: &TenantId, id_or_name: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1 \
@@ -302,32 +288,26 @@ impl Store {
     /// creation.
     pub async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY name, created_at, id"
-        ))
-        .bind(tenant.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY name, created_at, id"))
+                .bind(tenant.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         rows.iter().map(from_row).collect()
     }
 
     /// Revokes a live key of `tenant`. False when there is no such live key
     /// (unknown, another tenant's, or already revoked).
-    pub async fn revoke_api_key(
-        &self,
-        tenant: &TenantId,
-        id: &ApiKeyId,
-    ) -> Result<bool, StoreError> {
+    pub async fn revoke_api_key(&self, tenant: &TenantId, id: &ApiKeyId) -> Result<bool, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
-        )
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
@@ -359,12 +339,7 @@ impl Store {
     }
 
     /// Records a successful use of a key (never moves `last_used_at` back).
-    pub async fn touch_api_key(
-        &self,
-        tenant: &TenantId,
-        id: &ApiKeyId,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn touch_api_key(&self, tenant: &TenantId, id: &ApiKeyId, at_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         sqlx::query(
             "UPDATE api_keys SET last_used_at = $3 WHERE tenant_id = $1 AND id = $2 \

@@ -72,9 +72,7 @@ mod store;
 pub mod tenants;
 pub mod users;
 
-pub use audit::{
-    AuditEvent, AuditQuery, AuditResult, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, NewAuditEvent,
-};
+pub use audit::{AuditEvent, AuditQuery, AuditResult, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, NewAuditEvent};
 pub use error::StoreError;
 pub use keys::{ApiKeyRecord, AuthKeyRecord, NewApiKey};
 pub use servers::{NewServer, ServerRecord, ServerSource, Transport};

@@ -119,12 +119,7 @@ impl NewServer {
         Self::base(name.into(), transport, Some(url.into()), None)
     }
 
-    fn base(
-        name: String,
-        transport: Transport,
-        url: Option<String>,
-        command: Option<Vec<String>>,
-    ) -> Self {
+    fn base(name: String, transport: Transport, url: Option<String>, command: Option<Vec<String>>) -> Self {
         Self {
             name,
             transport,
@@ -142,25 +137,15 @@ impl NewServer {
         match self.transport {
             Transport::Stdio => {
                 if self.url.is_some() {
-                    return Err(StoreError::Invalid(
-                        "a stdio server takes a command, not a url".into(),
-                    ));
+                    return Err(StoreError::Invalid("a stdio server takes a command, not a url".into()));
                 }
-                if self
-                    .command
-                    .as_ref()
-                    .is_none_or(|c| c.first().is_none_or(String::is_empty))
-                {
-                    return Err(StoreError::Invalid(
-                        "a stdio server needs a non-empty command".into(),
-                    ));
+                if self.command.as_ref().is_none_or(|c| c.first().is_none_or(String::is_empty)) {
+                    return Err(StoreError::Invalid("a stdio server needs a non-empty command".into()));
                 }
             }
             Transport::StreamableHttp | Transport::Sse => {
                 if self.command.is_some() {
-                    return Err(StoreError::Invalid(
-                        "an HTTP server takes a url, not a command".into(),
-                    ));
+                    return Err(StoreError::Invalid("an HTTP server takes a url, not a command".into()));
                 }
                 if self.url.as_deref().is_none_or(str::is_empty) {
                     return Err(StoreError::Invalid("an HTTP server needs a url".into()));
@@ -191,9 +176,8 @@ const COLUMNS: &str = "id, tenant_id, name, transport, url, command, env, header
 
 fn from_row(row: &AnyRow) -> Result<ServerRecord, StoreError> {
     let command: Option<String> = row.try_get("command")?;
-    let command = command
-        .map(|text| serde_json::from_str(&text).map_err(|_| StoreError::corrupt("command")))
-        .transpose()?;
+    let command =
+        command.map(|text| serde_json::from_str(&text).map_err(|_| StoreError::corrupt("command"))).transpose()?;
     Ok(ServerRecord {
         id: ServerId::from_string(row.try_get::<String, _>("id")?),
         tenant_id: TenantId::from_string(row.try_get::<String, _>("tenant_id")?),
@@ -219,11 +203,7 @@ const INSERT: &str = "INSERT INTO servers (id, tenant_id, name, transport, url, 
 impl Store {
     /// Registers a server through the API (`source = api`). A taken name is
     /// a [`StoreError::Conflict`].
-    pub async fn create_server(
-        &self,
-        tenant: &TenantId,
-        new: NewServer,
-    ) -> Result<ServerRecord, StoreError> {
+    pub async fn create_server(&self, tenant: &TenantId, new: NewServer) -> Result<ServerRecord, StoreError> {
         self.write_server(tenant, new, ServerSource::Api).await
     }
 
@@ -231,11 +211,7 @@ impl Store {
     /// or updates the tenant's server of that name in place (keeping its id),
     /// and marks it `source = config`. The file is the operator's word, so it
     /// also takes over a same-named server that was registered by the API.
-    pub async fn upsert_config_server(
-        &self,
-        tenant: &TenantId,
-        new: NewServer,
-    ) -> Result<ServerRecord, StoreError> {
+    pub async fn upsert_config_server(&self, tenant: &TenantId, new: NewServer) -> Result<ServerRecord, StoreError> {
         self.write_server(tenant, new, ServerSource::Config).await
     }
 
@@ -275,22 +251,15 @@ impl Store {
             .map_err(|e| {
                 StoreError::on_insert(
                     e,
-                    || {
-                        format!(
-                            "a server named `{}` already exists in this tenant",
-                            new.name
-                        )
-                    },
+                    || format!("a server named `{}` already exists in this tenant", new.name),
                     "the tenant does not exist",
                 )
             })?;
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM servers WHERE tenant_id = $1 AND name = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(new.name.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM servers WHERE tenant_id = $1 AND name = $2"))
+            .bind(tenant.as_str())
+            .bind(new.name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
         let record = from_row(&row)?;
         tx.commit().await?;
         Ok(record)
@@ -299,22 +268,16 @@ impl Store {
     /// Every server of `tenant`, by name.
     pub async fn list_servers(&self, tenant: &TenantId) -> Result<Vec<ServerRecord>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM servers WHERE tenant_id = $1 ORDER BY name"
-        ))
-        .bind(tenant.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM servers WHERE tenant_id = $1 ORDER BY name"))
+            .bind(tenant.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows.iter().map(from_row).collect()
     }
 
     /// The server of `tenant` whose id or name is `id_or_name` (an id wins).
-    pub async fn find_server(
-        &self,
-        tenant: &TenantId,
-        id_or_name: &str,
-    ) -> Result<Option<ServerRecord>, StoreError> {
+    pub async fn find_server(&self, tenant: &TenantId, id_or_name: &str) -> Result<Option<ServerRecord>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM servers WHERE tenant_id = $1 AND (id = $2 OR name = $2) \
@@ -329,11 +292,7 @@ impl Store {
     }
 
     /// Deletes a server of `tenant`. False when `tenant` has no such server.
-    pub async fn delete_server(
-        &self,
-        tenant: &TenantId,
-        id: &ServerId,
-    ) -> Result<bool, StoreError> {
+    pub async fn delete_server(&self, tenant: &TenantId, id: &ServerId) -> Result<bool, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         let done = sqlx::query("DELETE FROM servers WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
@@ -348,11 +307,8 @@ impl Store {
     /// building the upstream registry at boot.
     pub async fn list_all_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
         let mut tx = self.system_tx().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM servers ORDER BY tenant_id, name"
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM servers ORDER BY tenant_id, name")).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter().map(from_row).collect()
     }
@@ -366,10 +322,7 @@ mod tests {
     fn transport_round_trips_in_text_and_json() {
         for t in [Transport::Stdio, Transport::StreamableHttp, Transport::Sse] {
             assert_eq!(t.as_str().parse::<Transport>().unwrap(), t);
-            assert_eq!(
-                serde_json::to_value(t).unwrap(),
-                serde_json::json!(t.as_str())
-            );
+            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(t.as_str()));
         }
         let err = "websocket".parse::<Transport>().unwrap_err().to_string();
         assert!(err.contains("streamable-http"), "{err}");
@@ -380,19 +333,11 @@ mod tests {
         assert!(NewServer::stdio("a", vec!["npx".into()]).validate().is_ok());
         assert!(NewServer::stdio("a", vec![]).validate().is_err());
         assert!(NewServer::http("a", Transport::Sse, "").validate().is_err());
-        assert!(
-            NewServer::http("a", Transport::StreamableHttp, "http://x/mcp")
-                .validate()
-                .is_ok()
-        );
+        assert!(NewServer::http("a", Transport::StreamableHttp, "http://x/mcp").validate().is_ok());
         let mut mixed = NewServer::http("a", Transport::Sse, "http://x/sse");
         mixed.command = Some(vec!["x".into()]);
         assert!(mixed.validate().is_err());
-        assert!(
-            NewServer::stdio("Bad_Name", vec!["x".into()])
-                .validate()
-                .is_err()
-        );
+        assert!(NewServer::stdio("Bad_Name", vec!["x".into()]).validate().is_err());
     }
 
     #[test]
@@ -400,9 +345,6 @@ mod tests {
         let mut s = NewServer::stdio("a", vec!["x".into()]);
         s.env.insert("TOKEN".into(), "hunter2".into());
         let text = format!("{s:?}");
-        assert!(
-            text.contains("TOKEN") && !text.contains("hunter2"),
-            "{text}"
-        );
+        assert!(text.contains("TOKEN") && !text.contains("hunter2"), "{text}");
     }
 }

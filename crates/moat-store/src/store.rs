@@ -46,9 +46,7 @@ impl Backend {
             Ok(Backend::Postgres)
         } else {
             // The URL itself is not echoed: it may carry a password.
-            Err(StoreError::Invalid(
-                "unsupported database URL scheme; expected `sqlite:` or `postgres://`".into(),
-            ))
+            Err(StoreError::Invalid("unsupported database URL scheme; expected `sqlite:` or `postgres://`".into()))
         }
     }
 }
@@ -67,10 +65,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            migrate: true,
-            max_connections: 8,
-        }
+        Self { migrate: true, max_connections: 8 }
     }
 }
 
@@ -88,9 +83,7 @@ pub struct Store {
 impl fmt::Debug for Store {
     // The pool's own Debug prints the connect options, URL and password included.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.backend)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
     }
 }
 
@@ -122,11 +115,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10));
         if memory {
             // Every connection to `:memory:` is a separate database: keep one alive.
-            pool = pool
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
+            pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
         }
         if backend == Backend::Sqlite {
             pool = pool.after_connect(|conn, _meta| {
@@ -153,10 +142,7 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))
+        migrator.run(&self.pool).await.map_err(|e| StoreError::Database(format!("migration failed: {e}")))
     }
 
     /// Which database this store talks to.
@@ -185,10 +171,7 @@ impl Store {
     pub(crate) async fn tenant_tx(&self, tenant: &TenantId) -> Result<Tx, StoreError> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.as_str()).execute(&mut *tx).await?;
         }
         Ok(tx)
     }
@@ -201,9 +184,7 @@ impl Store {
     pub(crate) async fn system_tx(&self) -> Result<Tx, StoreError> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT set_config('app.bypass_rls', 'on', true)")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("SELECT set_config('app.bypass_rls', 'on', true)").execute(&mut *tx).await?;
         }
         Ok(tx)
     }
@@ -232,8 +213,7 @@ pub(crate) fn json<T: DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T,
 
 /// Serialises a value for a JSON text column.
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Invalid(format!("cannot encode JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(format!("cannot encode JSON: {e}")))
 }
 
 /// Refuses a name that [`moat_core::validate_name`] refuses, saying which.
@@ -288,18 +268,9 @@ mod tests {
     #[test]
     fn backend_from_url() {
         assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(
-            Backend::from_url("sqlite::memory:").unwrap(),
-            Backend::Sqlite
-        );
-        assert_eq!(
-            Backend::from_url("postgres://u@h/db").unwrap(),
-            Backend::Postgres
-        );
-        assert_eq!(
-            Backend::from_url("postgresql://u@h/db").unwrap(),
-            Backend::Postgres
-        );
+        assert_eq!(Backend::from_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::from_url("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::from_url("postgresql://u@h/db").unwrap(), Backend::Postgres);
         let err = Backend::from_url("mysql://root:hunter2@h/db").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
     }
@@ -314,18 +285,9 @@ mod tests {
         let mut held = Vec::new();
         for _ in 0..4 {
             let mut conn = store.pool.acquire().await.unwrap();
-            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut *conn).await.unwrap();
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut *conn).await.unwrap();
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();
             assert_eq!((fk, busy, mode.as_str()), (1, 5000, "wal"));
             held.push(conn);
         }

@@ -33,20 +33,14 @@ impl Store {
     /// Creates a tenant. A taken name is a [`StoreError::Conflict`].
     pub async fn create_tenant(&self, name: &str) -> Result<TenantRecord, StoreError> {
         check_name("tenant", name)?;
-        let record = TenantRecord {
-            id: TenantId::generate(),
-            name: name.to_owned(),
-            created_at: now_ms(),
-        };
+        let record = TenantRecord { id: TenantId::generate(), name: name.to_owned(), created_at: now_ms() };
         sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(record.id.as_str())
             .bind(name)
             .bind(record.created_at)
             .execute(&self.pool)
             .await
-            .map_err(|e| {
-                StoreError::on_insert(e, || format!("a tenant named `{name}` already exists"), "")
-            })?;
+            .map_err(|e| StoreError::on_insert(e, || format!("a tenant named `{name}` already exists"), ""))?;
         Ok(record)
     }
 
@@ -70,19 +64,14 @@ impl Store {
 
     /// Every tenant, by name. Cross-tenant: for the operator and for boot.
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY name").fetch_all(&self.pool).await?;
         rows.iter().map(from_row).collect()
     }
 
     /// Deletes a tenant with its users, keys and servers (by cascade). Its
     /// audit events stay. False when no such tenant exists.
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_str()).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 }

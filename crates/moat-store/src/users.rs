@@ -55,11 +55,7 @@ fn from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
 
 impl Store {
     /// Creates a user in `tenant`. A taken name is a [`StoreError::Conflict`].
-    pub async fn create_user(
-        &self,
-        tenant: &TenantId,
-        new: NewUser,
-    ) -> Result<UserRecord, StoreError> {
+    pub async fn create_user(&self, tenant: &TenantId, new: NewUser) -> Result<UserRecord, StoreError> {
         check_name("user", &new.name)?;
         let record = UserRecord {
             id: UserId::generate(),
@@ -87,12 +83,7 @@ impl Store {
         .map_err(|e| {
             StoreError::on_insert(
                 e,
-                || {
-                    format!(
-                        "a user named `{}` already exists in this tenant",
-                        record.name
-                    )
-                },
+                || format!("a user named `{}` already exists in this tenant", record.name),
                 "the tenant does not exist",
             )
         })?;
@@ -101,29 +92,19 @@ impl Store {
     }
 
     /// The user with this id in `tenant`.
-    pub async fn user(
-        &self,
-        tenant: &TenantId,
-        id: &UserId,
-    ) -> Result<Option<UserRecord>, StoreError> {
+    pub async fn user(&self, tenant: &TenantId, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
         row.as_ref().map(from_row).transpose()
     }
 
     /// The user of `tenant` whose id or name is `id_or_name` (an id wins).
-    pub async fn find_user(
-        &self,
-        tenant: &TenantId,
-        id_or_name: &str,
-    ) -> Result<Option<UserRecord>, StoreError> {
+    pub async fn find_user(&self, tenant: &TenantId, id_or_name: &str) -> Result<Option<UserRecord>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND (id = $2 OR name = $2) \
@@ -140,12 +121,10 @@ impl Store {
     /// Every user of `tenant`, by name.
     pub async fn list_users(&self, tenant: &TenantId) -> Result<Vec<UserRecord>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY name"
-        ))
-        .bind(tenant.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY name"))
+            .bind(tenant.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows.iter().map(from_row).collect()
     }

@@ -65,12 +65,7 @@ impl LocalKek {
         let io = |source| KekError::Io { path: path.clone(), source };
         let mut key = Box::new([0u8; KEK_LEN]);
         aws_lc_rs::rand::fill(key.as_mut()).map_err(|_| KekError::Random)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
         file.write_all(key.as_ref()).map_err(io)?;
         file.sync_all().map_err(io)?;
         Ok(Self { key: SecretBox::new(key), path })

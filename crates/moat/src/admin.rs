@@ -32,7 +32,13 @@ impl Client {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut q: Vec<(&str, String)> = query.to_vec();
         if let Some(t) = &self.tenant {
@@ -42,13 +48,11 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach moat at {}: {}", self.base, e.without_url()))?;
+        let resp = req.send().await.map_err(|e| anyhow!("cannot reach moat at {}: {}", self.base, e.without_url()))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+        let value: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
         if !status.is_success() {
             let msg = value
                 .pointer("/error/message")
@@ -95,14 +99,7 @@ fn print_table(list: &Value, columns: &[&str]) {
         .map(|(i, c)| rows.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0))
         .collect();
     let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
     };
     println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
     for r in rows {
@@ -132,8 +129,12 @@ fn out(remote: &Remote, v: &Value, columns: Option<&[&str]>) {
 pub async fn tenant(remote: &Remote, verb: TenantVerb) -> anyhow::Result<()> {
     let c = Client { tenant: None, ..Client::new(remote)? };
     match verb {
-        TenantVerb::List => out(remote, &c.call(Method::GET, "/tenants", None, &[]).await?, Some(&["id", "name", "created_at"])),
-        TenantVerb::Show { tenant } => out(remote, &c.call(Method::GET, &format!("/tenants/{}", seg(&tenant)), None, &[]).await?, None),
+        TenantVerb::List => {
+            out(remote, &c.call(Method::GET, "/tenants", None, &[]).await?, Some(&["id", "name", "created_at"]))
+        }
+        TenantVerb::Show { tenant } => {
+            out(remote, &c.call(Method::GET, &format!("/tenants/{}", seg(&tenant)), None, &[]).await?, None)
+        }
         TenantVerb::Create { name } => {
             let v = c.call(Method::POST, "/tenants", Some(json!({ "name": name })), &[]).await?;
             if remote.json { print_json(&v) } else { println!("{}", cell(&v["id"])) }
@@ -149,10 +150,19 @@ pub async fn tenant(remote: &Remote, verb: TenantVerb) -> anyhow::Result<()> {
 pub async fn user(remote: &Remote, verb: UserVerb) -> anyhow::Result<()> {
     let c = Client::new(remote)?;
     match verb {
-        UserVerb::List => out(remote, &c.call(Method::GET, "/users", None, &[]).await?, Some(&["id", "name", "kind", "role", "email"])),
+        UserVerb::List => out(
+            remote,
+            &c.call(Method::GET, "/users", None, &[]).await?,
+            Some(&["id", "name", "kind", "role", "email"]),
+        ),
         UserVerb::Create { name, email, role, kind } => {
             let v = c
-                .call(Method::POST, "/users", Some(json!({ "name": name, "email": email, "role": role, "kind": kind })), &[])
+                .call(
+                    Method::POST,
+                    "/users",
+                    Some(json!({ "name": name, "email": email, "role": role, "kind": kind })),
+                    &[],
+                )
                 .await?;
             if remote.json { print_json(&v) } else { println!("{}", cell(&v["id"])) }
         }
@@ -179,7 +189,9 @@ pub async fn key(remote: &Remote, verb: KeyVerb) -> anyhow::Result<()> {
             &c.call(Method::GET, "/keys", None, &[]).await?,
             Some(&["id", "name", "role", "kind", "revoked", "last_used_at", "expires_at"]),
         ),
-        KeyVerb::Show { key } => out(remote, &c.call(Method::GET, &format!("/keys/{}", seg(&key)), None, &[]).await?, None),
+        KeyVerb::Show { key } => {
+            out(remote, &c.call(Method::GET, &format!("/keys/{}", seg(&key)), None, &[]).await?, None)
+        }
         KeyVerb::Create { name, role, kind, user, expires_in } => {
             let body = json!({ "name": name, "role": role, "kind": kind, "user": user, "expires_in": expires_in });
             print_secret(remote, &c.call(Method::POST, "/keys", Some(body), &[]).await?)?;
@@ -203,7 +215,9 @@ pub async fn server(remote: &Remote, verb: ServerVerb) -> anyhow::Result<()> {
             &c.call(Method::GET, "/servers", None, &[]).await?,
             Some(&["id", "name", "transport", "url", "command", "source", "enabled"]),
         ),
-        ServerVerb::Show { server } => out(remote, &c.call(Method::GET, &format!("/servers/{}", seg(&server)), None, &[]).await?, None),
+        ServerVerb::Show { server } => {
+            out(remote, &c.call(Method::GET, &format!("/servers/{}", seg(&server)), None, &[]).await?, None)
+        }
         ServerVerb::Add { name, url, transport, command, env } => {
             let mut env_map = serde_json::Map::new();
             for pair in env {
@@ -239,7 +253,11 @@ pub async fn audit(remote: &Remote, verb: AuditVerb) -> anyhow::Result<()> {
                 q.push(("scope", "all".into()));
             }
             let v = c.call(Method::GET, "/audit", None, &q).await?;
-            out(remote, &v, Some(&["at", "action", "result", "actor_kind", "actor_id", "resource", "latency_ms", "source_addr"]));
+            out(
+                remote,
+                &v,
+                Some(&["at", "action", "result", "actor_kind", "actor_id", "resource", "latency_ms", "source_addr"]),
+            );
         }
     }
     Ok(())

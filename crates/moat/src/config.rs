@@ -39,11 +39,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(source_name: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            source_name: source_name.into(),
-            key: key.into(),
-            message: message.into(),
-        }
+        Self { source_name: source_name.into(), key: key.into(), message: message.into() }
     }
 }
 
@@ -233,17 +229,24 @@ fn parse_toml(text: &str, name: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
-fn validate(raw: RawConfig, file: &str, path: Option<PathBuf>, flags: &Overrides, env: Env<'_>) -> Result<Config, ConfigError> {
+fn validate(
+    raw: RawConfig,
+    file: &str,
+    path: Option<PathBuf>,
+    flags: &Overrides,
+    env: Env<'_>,
+) -> Result<Config, ConfigError> {
     // Each value: (value, source name) with flags > env > file.
-    let pick = |file_val: Option<String>, var: &str, flag: Option<String>, flag_name: &str| -> Option<(String, String)> {
-        if let Some(v) = flag {
-            return Some((v, format!("flag {flag_name}")));
-        }
-        if let Some(v) = env(var) {
-            return Some((v, format!("environment {var}")));
-        }
-        file_val.map(|v| (v, file.to_owned()))
-    };
+    let pick =
+        |file_val: Option<String>, var: &str, flag: Option<String>, flag_name: &str| -> Option<(String, String)> {
+            if let Some(v) = flag {
+                return Some((v, format!("flag {flag_name}")));
+            }
+            if let Some(v) = env(var) {
+                return Some((v, format!("environment {var}")));
+            }
+            file_val.map(|v| (v, file.to_owned()))
+        };
     let listen = match pick(raw.listen, "MOAT_LISTEN", flags.listen.clone(), "--listen") {
         Some((v, src)) => v
             .parse::<SocketAddr>()
@@ -269,9 +272,7 @@ fn validate(raw: RawConfig, file: &str, path: Option<PathBuf>, flags: &Overrides
         }
         None => format!("sqlite://{}", data_dir.join("moat.db").display()),
     };
-    let redis_url = pick(raw.redis_url, "MOAT_REDIS_URL", None, "")
-        .map(|(v, _)| v)
-        .filter(|v| !v.is_empty());
+    let redis_url = pick(raw.redis_url, "MOAT_REDIS_URL", None, "").map(|(v, _)| v).filter(|v| !v.is_empty());
     let public_url = match pick(raw.public_url, "MOAT_PUBLIC_URL", None, "") {
         Some((v, src)) if !(v.starts_with("http://") || v.starts_with("https://")) => {
             return Err(ConfigError::new(src, "public_url", "must be an http:// or https:// URL"));
@@ -289,9 +290,9 @@ fn validate(raw: RawConfig, file: &str, path: Option<PathBuf>, flags: &Overrides
     let number = |file_val: Option<u64>, var: &str, key: &str, min: u64| -> Result<Option<u64>, ConfigError> {
         let (v, src) = match env(var) {
             Some(v) => (
-                v.trim()
-                    .parse::<u64>()
-                    .map_err(|_| ConfigError::new(format!("environment {var}"), key, format!("`{v}` is not a whole number")))?,
+                v.trim().parse::<u64>().map_err(|_| {
+                    ConfigError::new(format!("environment {var}"), key, format!("`{v}` is not a whole number"))
+                })?,
                 format!("environment {var}"),
             ),
             None => match file_val {
@@ -304,7 +305,8 @@ fn validate(raw: RawConfig, file: &str, path: Option<PathBuf>, flags: &Overrides
         }
         Ok(Some(v))
     };
-    let max_body_bytes = number(raw.max_body_bytes, "MOAT_MAX_BODY_BYTES", "max_body_bytes", 1024)?.unwrap_or(4 * 1024 * 1024);
+    let max_body_bytes =
+        number(raw.max_body_bytes, "MOAT_MAX_BODY_BYTES", "max_body_bytes", 1024)?.unwrap_or(4 * 1024 * 1024);
     let log_format = match pick(raw.log_format, "MOAT_LOG_FORMAT", flags.log_format.clone(), "--log-format") {
         None => LogFormat::Text,
         Some((v, src)) => match v.as_str() {
@@ -318,27 +320,52 @@ fn validate(raw: RawConfig, file: &str, path: Option<PathBuf>, flags: &Overrides
         Some((v, src)) => match v.as_str() {
             "local" => v,
             "aws-kms" | "vault-transit" => {
-                return Err(ConfigError::new(src, "vault.provider", format!("`{v}` is not available in this build yet; use `local`")));
+                return Err(ConfigError::new(
+                    src,
+                    "vault.provider",
+                    format!("`{v}` is not available in this build yet; use `local`"),
+                ));
             }
-            _ => return Err(ConfigError::new(src, "vault.provider", format!("`{v}` is not one of: local, aws-kms, vault-transit"))),
+            _ => {
+                return Err(ConfigError::new(
+                    src,
+                    "vault.provider",
+                    format!("`{v}` is not one of: local, aws-kms, vault-transit"),
+                ));
+            }
         },
     };
     let credential_cache_ttl = Duration::from_millis(
-        number(raw.vault.credential_cache_ttl_ms, "MOAT_VAULT_CREDENTIAL_CACHE_TTL_MS", "vault.credential_cache_ttl_ms", 0)?.unwrap_or(1000),
+        number(
+            raw.vault.credential_cache_ttl_ms,
+            "MOAT_VAULT_CREDENTIAL_CACHE_TTL_MS",
+            "vault.credential_cache_ttl_ms",
+            0,
+        )?
+        .unwrap_or(1000),
     );
     let firewall_mode = match pick(raw.firewall.mode, "MOAT_FIREWALL_MODE", None, "") {
         None => "enforce".to_owned(),
         Some((v, src)) => match v.as_str() {
             "enforce" | "shadow" | "disabled" => v,
-            _ => return Err(ConfigError::new(src, "firewall.mode", format!("`{v}` is not one of: enforce, shadow, disabled"))),
+            _ => {
+                return Err(ConfigError::new(
+                    src,
+                    "firewall.mode",
+                    format!("`{v}` is not one of: enforce, shadow, disabled"),
+                ));
+            }
         },
     };
     let call_timeout = Duration::from_millis(
-        number(raw.upstream.call_timeout_ms, "MOAT_UPSTREAM_CALL_TIMEOUT_MS", "upstream.call_timeout_ms", 100)?.unwrap_or(60_000),
+        number(raw.upstream.call_timeout_ms, "MOAT_UPSTREAM_CALL_TIMEOUT_MS", "upstream.call_timeout_ms", 100)?
+            .unwrap_or(60_000),
     );
-    let upstream_max_concurrency =
-        usize::try_from(number(raw.upstream.max_concurrency, "MOAT_UPSTREAM_MAX_CONCURRENCY", "upstream.max_concurrency", 1)?.unwrap_or(32))
-            .unwrap_or(32);
+    let upstream_max_concurrency = usize::try_from(
+        number(raw.upstream.max_concurrency, "MOAT_UPSTREAM_MAX_CONCURRENCY", "upstream.max_concurrency", 1)?
+            .unwrap_or(32),
+    )
+    .unwrap_or(32);
     let session_idle_timeout = Duration::from_secs(
         number(raw.session.idle_timeout_s, "MOAT_SESSION_IDLE_TIMEOUT_S", "session.idle_timeout_s", 1)?.unwrap_or(1800),
     );
@@ -353,7 +380,11 @@ fn validate(raw: RawConfig, file: &str, path: Option<PathBuf>, flags: &Overrides
         moat_core::validate_name(&name).map_err(|e| ConfigError::new(file, key("name"), format!("`{name}` {e}")))?;
         let tenant = s.tenant.unwrap_or_else(|| "default".to_owned());
         if !seen.insert((tenant.clone(), name.clone())) {
-            return Err(ConfigError::new(file, key("name"), format!("`{name}` is defined twice for tenant `{tenant}`")));
+            return Err(ConfigError::new(
+                file,
+                key("name"),
+                format!("`{name}` is defined twice for tenant `{tenant}`"),
+            ));
         }
         let transport = match (&s.transport, &s.command, &s.url) {
             (Some(t), _, _) => t.parse::<moat_store::Transport>().map_err(|_| {
@@ -387,7 +418,9 @@ fn validate(raw: RawConfig, file: &str, path: Option<PathBuf>, flags: &Overrides
         let start_at_boot = match s.start.as_deref() {
             None | Some("lazy") => false,
             Some("boot") => true,
-            Some(other) => return Err(ConfigError::new(file, key("start"), format!("`{other}` is not one of: lazy, boot"))),
+            Some(other) => {
+                return Err(ConfigError::new(file, key("start"), format!("`{other}` is not one of: lazy, boot")));
+            }
         };
         servers.push(ServerConfig {
             tenant,

@@ -41,18 +41,14 @@ async fn initialised(store: &Store) -> anyhow::Result<bool> {
 }
 
 fn prepare_data_dir(cfg: &Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let _ = std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700));
     Ok(())
 }
 
 /// Creates the first tenant, its owner user and the operator's key.
 async fn bootstrap(store: &Store, tenant_name: &str) -> anyhow::Result<SecretString> {
-    let tenant = store
-        .create_tenant(tenant_name)
-        .await
-        .with_context(|| format!("creating tenant `{tenant_name}`"))?;
+    let tenant = store.create_tenant(tenant_name).await.with_context(|| format!("creating tenant `{tenant_name}`"))?;
     let user = store
         .create_user(
             &tenant.id,
@@ -214,9 +210,8 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(
         listen = %cfg.listen,
         data_dir = %cfg.data_dir.display(),
@@ -226,8 +221,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
         redis = cfg.redis_url.is_some(),
         "moat is serving"
     );
-    let app = moat_gateway::router(state.clone())
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = moat_gateway::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let signal_state = state.clone();
     let graceful = async move {
         wait_for_signal().await;
@@ -235,10 +229,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
         signal_state.shutdown.cancel();
         signal_state.sessions.close_all();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .await
-        .context("serving HTTP")?;
+    axum::serve(listener, app).with_graceful_shutdown(graceful).await.context("serving HTTP")?;
     state.pool.shutdown_all().await;
     drop(audit);
     tokio::time::timeout(Duration::from_secs(10), audit_writer.finish()).await.ok();

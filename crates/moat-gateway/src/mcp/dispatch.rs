@@ -69,10 +69,9 @@ pub fn upstream_error(server: &str, method: &str, e: UpstreamError, timeout: Dur
             telemetry::upstream_error(server, method, "rpc");
             return obj;
         }
-        UpstreamError::Timeout => (
-            "timeout",
-            format!("upstream `{server}` did not answer within {} s", timeout.as_secs()),
-        ),
+        UpstreamError::Timeout => {
+            ("timeout", format!("upstream `{server}` did not answer within {} s", timeout.as_secs()))
+        }
         UpstreamError::Unavailable(m) => ("unavailable", format!("upstream `{server}` is unavailable: {m}")),
         UpstreamError::Protocol(m) => ("protocol", format!("upstream `{server}` sent an invalid response: {m}")),
         UpstreamError::Busy => ("busy", format!("upstream `{server}` is busy: too many calls in flight")),
@@ -118,16 +117,10 @@ async fn describe(ctx: &CallCtx) -> Result<(Value, Value, Option<String>), Error
                 .await
                 .map_err(|e| upstream_error(entry.name(), "initialize", e, ctx.app.cfg.call_timeout))?;
             let hello = entry.upstream.hello();
-            let caps = hello
-                .as_ref()
-                .map(|h| h.capabilities.clone())
-                .filter(Value::is_object)
-                .unwrap_or_else(|| json!({}));
-            let info = hello
-                .as_ref()
-                .map(|h| h.server_info.clone())
-                .filter(Value::is_object)
-                .unwrap_or_else(server_info);
+            let caps =
+                hello.as_ref().map(|h| h.capabilities.clone()).filter(Value::is_object).unwrap_or_else(|| json!({}));
+            let info =
+                hello.as_ref().map(|h| h.server_info.clone()).filter(Value::is_object).unwrap_or_else(server_info);
             Ok((caps, info, hello.and_then(|h| h.instructions)))
         }
     }
@@ -171,11 +164,7 @@ pub async fn dispatch(ctx: &CallCtx, req: Message) -> Message {
         Err((e, resource)) => (Err(e), resource),
     };
     let elapsed = started.elapsed();
-    let server = resource
-        .as_deref()
-        .and_then(|r| r.split('/').next())
-        .unwrap_or(ctx.scope.label())
-        .to_owned();
+    let server = resource.as_deref().and_then(|r| r.split('/').next()).unwrap_or(ctx.scope.label()).to_owned();
     let status = match &outcome {
         Ok(_) => "ok",
         Err(e) if e.code == code::FORBIDDEN => "denied",
@@ -238,18 +227,13 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
     match method {
         "ping" => Ok((json!({}), None)),
         "server/discover" => local(discover(ctx).await),
-        "initialize" => local(Err(err(
-            code::INVALID_REQUEST,
-            "`initialize` is only valid as the first request of a session",
-        ))),
+        "initialize" => {
+            local(Err(err(code::INVALID_REQUEST, "`initialize` is only valid as the first request of a session")))
+        }
         m if list_method(m).is_some() => match &ctx.scope {
             Scope::Aggregate => local(aggregate_list(ctx, m, params.as_ref()).await),
             Scope::Server(entry) => {
-                let cursor = params
-                    .as_ref()
-                    .and_then(|p| p.get("cursor"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                let cursor = params.as_ref().and_then(|p| p.get("cursor")).and_then(Value::as_str).map(str::to_owned);
                 let r = ctx
                     .app
                     .pool
@@ -274,11 +258,7 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
 }
 
 fn call_context(ctx: &CallCtx, progress: Option<mpsc::Sender<Value>>) -> CallContext {
-    CallContext {
-        timeout: None,
-        progress,
-        client_capabilities: ctx.client_caps.clone(),
-    }
+    CallContext { timeout: None, progress, client_capabilities: ctx.client_caps.clone() }
 }
 
 /// Which namespaced member addresses the server, per method.
@@ -304,7 +284,10 @@ async fn route_call(ctx: &CallCtx, method: &str, params: Option<Value>) -> Route
     }
     let Some(target) = target_of(method) else {
         return Err((
-            err(code::METHOD_NOT_FOUND, format!("method `{method}` is not available on the aggregated endpoint; use /mcp/<server>")),
+            err(
+                code::METHOD_NOT_FOUND,
+                format!("method `{method}` is not available on the aggregated endpoint; use /mcp/<server>"),
+            ),
             None,
         ));
     };
@@ -356,8 +339,7 @@ fn unprefix(target: &Target, params: &mut Value) -> Result<(String, String), Err
         Target::Ref => {
             let r = params.get_mut("ref").ok_or_else(|| invalid("ref"))?;
             let key = if r.get("uri").is_some() { "uri" } else { "name" };
-            let split: Splitter =
-                if key == "uri" { names::split_uri } else { names::split_name };
+            let split: Splitter = if key == "uri" { names::split_uri } else { names::split_name };
             (r.get_mut(key).ok_or_else(|| invalid("ref"))?, split)
         }
     };
@@ -400,10 +382,7 @@ async fn forward(
         }
         None => (None, None),
     };
-    let result = entry
-        .upstream
-        .request(method, params, call_context(ctx, progress_tx))
-        .await;
+    let result = entry.upstream.request(method, params, call_context(ctx, progress_tx)).await;
     if let Some(relay) = relay {
         // The sender side is gone with the call: the relay drains and ends.
         let _ = relay.await;
@@ -458,11 +437,7 @@ async fn aggregate_list(ctx: &CallCtx, method: &str, params: Option<&Value>) -> 
         if entry.is_unhealthy() && this_cursor.is_none() {
             continue;
         }
-        let cx = CallContext {
-            timeout: Some(timeout),
-            progress: None,
-            client_capabilities: ctx.client_caps.clone(),
-        };
+        let cx = CallContext { timeout: Some(timeout), progress: None, client_capabilities: ctx.client_caps.clone() };
         let page = match ctx.app.pool.list_page(entry, method, this_cursor, cx).await {
             Ok(page) => page,
             Err(UpstreamError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => continue,

@@ -63,11 +63,7 @@ pub async fn resolve_caller(
     {
         let open = app.pool.anonymous(name);
         if let [entry] = open.as_slice() {
-            return Ok(Caller {
-                principal: anonymous_principal(entry),
-                scope: Scope::Server(entry.clone()),
-                meta,
-            });
+            return Ok(Caller { principal: anonymous_principal(entry), scope: Scope::Server(entry.clone()), meta });
         }
     }
     let principal = match app.auth.authenticate(headers, &meta).await {
@@ -130,8 +126,9 @@ pub async fn post_server(
 
 /// Parses a body into one JSON-RPC message, or the 400 that refuses it.
 pub fn parse_body(body: &[u8]) -> Result<Message, Response> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|_| rpc_error(StatusCode::BAD_REQUEST, None, code::PARSE_ERROR, "Parse error: the body is not valid JSON"))?;
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
+        rpc_error(StatusCode::BAD_REQUEST, None, code::PARSE_ERROR, "Parse error: the body is not valid JSON")
+    })?;
     if value.is_array() {
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -141,9 +138,8 @@ pub fn parse_body(body: &[u8]) -> Result<Message, Response> {
         ));
     }
     let id = value.get("id").filter(|i| i.is_string() || i.is_number()).cloned();
-    Message::from_value(value).map_err(|e| {
-        rpc_error(StatusCode::BAD_REQUEST, id, e.code(), format!("Invalid Request: {e}"))
-    })
+    Message::from_value(value)
+        .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, id, e.code(), format!("Invalid Request: {e}")))
 }
 
 async fn post(app: App, addr: SocketAddr, headers: HeaderMap, body: Bytes, server: Option<String>) -> Response {
@@ -257,10 +253,7 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
         Kind::Notification | Kind::Response => return accepted(),
         Kind::Request => {}
     }
-    let caps = msg
-        .meta()
-        .and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES))
-        .cloned();
+    let caps = msg.meta().and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES)).cloned();
     if !caps.as_ref().is_some_and(Value::is_object) {
         return rpc_error(
             StatusCode::BAD_REQUEST,
@@ -321,8 +314,7 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
 /// Requests answered on an SSE stream when the client accepts one: those
 /// that may produce progress or log notifications worth relaying.
 fn streams_progress(msg: &Message) -> bool {
-    msg.method_str() == "tools/call"
-        || msg.meta().is_some_and(|m| m.contains_key("progressToken"))
+    msg.method_str() == "tools/call" || msg.meta().is_some_and(|m| m.contains_key("progressToken"))
 }
 
 async fn initialize(app: App, caller: Caller, msg: Message) -> Response {
@@ -358,13 +350,8 @@ async fn initialize(app: App, caller: Caller, msg: Message) -> Response {
     match result {
         Err(e) => json_message(StatusCode::OK, &Message::error_response(id, e)),
         Ok(result) => {
-            let session = app.sessions.create(
-                caller.principal,
-                caller.scope,
-                version,
-                caps,
-                SessionTransport::StreamableHttp,
-            );
+            let session =
+                app.sessions.create(caller.principal, caller.scope, version, caps, SessionTransport::StreamableHttp);
             let mut resp = json_message(StatusCode::OK, &Message::response(id.unwrap_or(Value::Null), result));
             if let Ok(v) = session.id.parse() {
                 resp.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
@@ -544,7 +531,12 @@ pub async fn get(app: App, addr: SocketAddr, headers: HeaderMap, server: Option<
         return session_not_found(None);
     };
     if !wire::accepts(&headers, "text/event-stream") {
-        return rpc_error(StatusCode::NOT_ACCEPTABLE, None, code::INVALID_REQUEST, "Accept must allow text/event-stream");
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            code::INVALID_REQUEST,
+            "Accept must allow text/event-stream",
+        );
     }
     let session_header = [(protocol::HEADER_SESSION_ID, session.id.clone())];
     let stop = session.closed.clone();
@@ -572,7 +564,8 @@ pub async fn delete(app: App, addr: SocketAddr, headers: HeaderMap, server: Opti
         return session_not_found(None);
     };
     app.sessions.remove(&session.id);
-    let mut ev = moat_store::AuditEvent::new(caller.principal.kind.as_str(), "mcp.session.end", moat_store::AuditResult::Ok);
+    let mut ev =
+        moat_store::AuditEvent::new(caller.principal.kind.as_str(), "mcp.session.end", moat_store::AuditResult::Ok);
     ev.tenant_id = Some(caller.principal.tenant_id.clone());
     ev.actor_id = Some(caller.principal.user_id.to_string());
     ev.resource = Some(caller.scope.label().to_owned());
@@ -589,13 +582,16 @@ fn method_not_allowed() -> Response {
         code::INVALID_REQUEST,
         "Method Not Allowed: GET and DELETE need an Mcp-Session-Id (2025-11-25); 2026-07-28 is POST only",
     );
-    resp.headers_mut()
-        .insert(header::ALLOW, axum::http::HeaderValue::from_static("POST, GET, DELETE"));
+    resp.headers_mut().insert(header::ALLOW, axum::http::HeaderValue::from_static("POST, GET, DELETE"));
     resp
 }
 
 /// `GET /mcp`.
-pub async fn get_aggregate(State(app): State<App>, ConnectInfo(addr): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+pub async fn get_aggregate(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     get(app, addr, headers, None).await
 }
 
@@ -610,7 +606,11 @@ pub async fn get_server(
 }
 
 /// `DELETE /mcp`.
-pub async fn delete_aggregate(State(app): State<App>, ConnectInfo(addr): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+pub async fn delete_aggregate(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     delete(app, addr, headers, None).await
 }
 

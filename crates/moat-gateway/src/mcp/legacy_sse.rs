@@ -20,7 +20,11 @@ use std::net::SocketAddr;
 use tokio::sync::mpsc;
 
 /// `GET /sse`.
-pub async fn open_aggregate(State(app): State<App>, ConnectInfo(addr): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+pub async fn open_aggregate(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     open(app, addr, headers, None).await
 }
 
@@ -41,13 +45,8 @@ async fn open(app: App, addr: SocketAddr, headers: HeaderMap, server: Option<Str
         Err(resp) => return resp,
     };
     let (tx, rx) = mpsc::channel::<Message>(256);
-    let session = app.sessions.create(
-        caller.principal,
-        caller.scope,
-        "2024-11-05",
-        json!({}),
-        SessionTransport::Sse(tx),
-    );
+    let session =
+        app.sessions.create(caller.principal, caller.scope, "2024-11-05", json!({}), SessionTransport::Sse(tx));
     let endpoint = moat_mcp::sse::Event {
         id: None,
         event: Some("endpoint".into()),
@@ -99,8 +98,9 @@ pub async fn post_message(
         Err(f) => {
             // An anonymous server's SSE session is reached without a key.
             match app.sessions.all().into_iter().find(|s| s.id == q.session_id) {
-                Some(s) if s.principal.method == moat_core::AuthMethod::Anonymous
-                    && headers.get(axum::http::header::AUTHORIZATION).is_none() =>
+                Some(s)
+                    if s.principal.method == moat_core::AuthMethod::Anonymous
+                        && headers.get(axum::http::header::AUTHORIZATION).is_none() =>
                 {
                     s.principal.clone()
                 }
@@ -168,8 +168,5 @@ pub async fn post_message(
 }
 
 fn msg_id(body: &[u8]) -> Value {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("id").cloned())
-        .unwrap_or(Value::Null)
+    serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("id").cloned()).unwrap_or(Value::Null)
 }

@@ -32,7 +32,9 @@ fn for_scope(scope: &Scope, n: &ServerNotification) -> Option<Message> {
 fn is_list_changed(method: &str) -> bool {
     matches!(
         method,
-        "notifications/tools/list_changed" | "notifications/prompts/list_changed" | "notifications/resources/list_changed"
+        "notifications/tools/list_changed"
+            | "notifications/prompts/list_changed"
+            | "notifications/resources/list_changed"
     )
 }
 
@@ -77,14 +79,10 @@ fn wanted_by_session(session: &Session, msg: &Message) -> bool {
 /// the notification types the client opted in to.
 pub async fn listen(ctx: CallCtx, req: Message) -> Response {
     let id = req.id.clone().unwrap_or(Value::Null);
-    let filter = req
-        .params
-        .as_ref()
-        .and_then(|p| p.get("notifications"))
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+    let filter = req.params.as_ref().and_then(|p| p.get("notifications")).cloned().unwrap_or_else(|| json!({}));
     let flag = |k: &str| filter.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let (tools, prompts, resources) = (flag("toolsListChanged"), flag("promptsListChanged"), flag("resourcesListChanged"));
+    let (tools, prompts, resources) =
+        (flag("toolsListChanged"), flag("promptsListChanged"), flag("resourcesListChanged"));
     let uris: Vec<String> = filter
         .get("resourceSubscriptions")
         .and_then(Value::as_array)
@@ -168,10 +166,8 @@ async fn subscribe_upstream(ctx: &CallCtx, uris: &[String]) {
             },
         };
         if let Some(entry) = entry {
-            let _ = entry
-                .upstream
-                .request("resources/subscribe", Some(json!({ "uri": inner })), Default::default())
-                .await;
+            let _ =
+                entry.upstream.request("resources/subscribe", Some(json!({ "uri": inner })), Default::default()).await;
         }
     }
 }

@@ -35,12 +35,7 @@ pub struct EventLog {
 impl EventLog {
     fn new(id: u64) -> Arc<Self> {
         let (len, _) = watch::channel(0);
-        Arc::new(Self {
-            id,
-            events: Mutex::new(VecDeque::new()),
-            len,
-            done: AtomicBool::new(false),
-        })
+        Arc::new(Self { id, events: Mutex::new(VecDeque::new()), len, done: AtomicBool::new(false) })
     }
 
     /// The stream's id (the part of event ids before `-`).
@@ -284,15 +279,18 @@ pub enum SessionLookup {
 impl SessionStore {
     /// An empty store whose sessions expire after `idle` without use.
     pub fn new(idle: Duration, max: usize) -> Self {
-        Self {
-            sessions: RwLock::new(HashMap::new()),
-            idle,
-            max,
-        }
+        Self { sessions: RwLock::new(HashMap::new()), idle, max }
     }
 
     /// Creates a session.
-    pub fn create(&self, principal: Principal, scope: Scope, version: &str, caps: Value, transport: SessionTransport) -> Arc<Session> {
+    pub fn create(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        version: &str,
+        caps: Value,
+        transport: SessionTransport,
+    ) -> Arc<Session> {
         let mut raw = [0u8; 16];
         if aws_lc_rs_fill(&mut raw).is_err() {
             // Fall back to a UUIDv4 (also 122 random bits from the OS RNG).
@@ -317,10 +315,8 @@ impl SessionStore {
         if let Ok(mut m) = self.sessions.write() {
             if m.len() >= self.max {
                 // Evict the least recently used session.
-                if let Some(oldest) = m
-                    .values()
-                    .min_by_key(|s| s.last_seen.load(Ordering::Relaxed))
-                    .map(|s| s.id.clone())
+                if let Some(oldest) =
+                    m.values().min_by_key(|s| s.last_seen.load(Ordering::Relaxed)).map(|s| s.id.clone())
                     && let Some(s) = m.remove(&oldest)
                 {
                     s.end();
@@ -333,12 +329,7 @@ impl SessionStore {
 
     /// Finds a live session of this caller.
     pub fn get(&self, id: &str, principal: &Principal) -> Result<Arc<Session>, SessionLookup> {
-        let session = self
-            .sessions
-            .read()
-            .ok()
-            .and_then(|m| m.get(id).cloned())
-            .ok_or(SessionLookup::NotFound)?;
+        let session = self.sessions.read().ok().and_then(|m| m.get(id).cloned()).ok_or(SessionLookup::NotFound)?;
         let same_caller = session.principal.credential_id == principal.credential_id
             && session.principal.tenant_id == principal.tenant_id;
         if !same_caller {
@@ -364,12 +355,7 @@ impl SessionStore {
         let ids: Vec<String> = self
             .sessions
             .read()
-            .map(|m| {
-                m.values()
-                    .filter(|s| s.principal.credential_id == credential_id)
-                    .map(|s| s.id.clone())
-                    .collect()
-            })
+            .map(|m| m.values().filter(|s| s.principal.credential_id == credential_id).map(|s| s.id.clone()).collect())
             .unwrap_or_default();
         for id in ids {
             self.remove(&id);
@@ -402,11 +388,8 @@ impl SessionStore {
 
     /// Ends every session (shutdown).
     pub fn close_all(&self) {
-        let all: Vec<Arc<Session>> = self
-            .sessions
-            .write()
-            .map(|mut m| m.drain().map(|(_, s)| s).collect())
-            .unwrap_or_default();
+        let all: Vec<Arc<Session>> =
+            self.sessions.write().map(|mut m| m.drain().map(|(_, s)| s).collect()).unwrap_or_default();
         for s in all {
             s.end();
         }

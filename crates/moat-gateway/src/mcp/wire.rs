@@ -48,7 +48,9 @@ pub fn auth_failure(app: &App, path: &str, failure: &AuthFailure) -> Response {
     }
     let mut challenge = format!("Bearer resource_metadata=\"{}\"", resource_metadata_url(app, path));
     if matches!(failure, AuthFailure::Invalid(_)) {
-        challenge.push_str(", error=\"invalid_token\", error_description=\"the access token is invalid, revoked or expired\"");
+        challenge.push_str(
+            ", error=\"invalid_token\", error_description=\"the access token is invalid, revoked or expired\"",
+        );
     }
     let mut resp = rpc_error(StatusCode::UNAUTHORIZED, None, code::UPSTREAM_ERROR, failure.to_string());
     if let Ok(v) = HeaderValue::from_str(&challenge) {
@@ -65,10 +67,7 @@ pub fn request_meta(headers: &HeaderMap, addr: Option<SocketAddr>) -> RequestMet
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    RequestMeta {
-        source_addr: addr.map(|a| a.ip().to_string()),
-        request_id: Some(request_id),
-    }
+    RequestMeta { source_addr: addr.map(|a| a.ip().to_string()), request_id: Some(request_id) }
 }
 
 /// True when the `Accept` header admits `mime` (or is absent / wildcard).

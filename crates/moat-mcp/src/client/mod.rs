@@ -264,6 +264,8 @@ struct Inner {
     /// `x-mcp-header` annotations by tool name, learnt from `tools/list`.
     tool_headers: Mutex<HashMap<String, Vec<meta::ParamHeader>>>,
     backoff: Mutex<Backoff>,
+    /// Set after the first successful start: later starts are restarts.
+    started_once: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -309,6 +311,7 @@ impl Upstream {
                 cached_era: Mutex::new(None),
                 tool_headers: Mutex::new(HashMap::new()),
                 backoff: Mutex::new(Backoff::default()),
+                started_once: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -360,30 +363,26 @@ impl Upstream {
             let outcome = inner
                 .call_once(&session, method, params.clone(), &ctx, deadline)
                 .await;
+            let outcome = outcome.and_then(|msg| response_result(msg).map_err(Fail::Error));
             let fail = match outcome {
-                Ok(msg) => {
-                    let mut result = response_result(msg);
-                    if session.mirrors_params()
-                        && method == "tools/list"
-                        && let Ok(list) = &mut result
-                    {
-                        inner.learn_tools(list);
+                Ok(mut result) => {
+                    if session.mirrors_params() && method == "tools/list" {
+                        inner.learn_tools(&mut result);
                     }
-                    match result {
-                        // A tool's `x-mcp-header` annotations changed: learn
-                        // them again, then retry once (spec: Client Behavior).
-                        Err(UpstreamError::Rpc(e))
-                            if e.code == crate::jsonrpc::code::HEADER_MISMATCH
-                                && method == "tools/call"
-                                && session.mirrors_params()
-                                && !retried =>
-                        {
-                            inner.refresh_tools(&session, deadline).await;
-                            retried = true;
-                            continue;
-                        }
-                        other => return other,
-                    }
+                    return Ok(result);
+                }
+                // A tool's `x-mcp-header` annotations changed: learn them
+                // again, then retry once (spec: Streamable HTTP, Client
+                // Behavior).
+                Err(Fail::Error(UpstreamError::Rpc(e)))
+                    if e.code == crate::jsonrpc::code::HEADER_MISMATCH
+                        && method == "tools/call"
+                        && session.mirrors_params()
+                        && !retried =>
+                {
+                    inner.refresh_tools(&session, deadline).await;
+                    retried = true;
+                    continue;
                 }
                 Err(f) => f,
             };
@@ -415,10 +414,18 @@ impl Upstream {
     }
 
     /// Sends a notification (no answer expected).
+    ///
+    /// `notifications/cancelled` is not forwarded: the ids upstream are
+    /// moat's own, so a downstream id means nothing there. To cancel a call,
+    /// drop the future [`Upstream::request`] returned.
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(UpstreamError::Closed);
+        }
+        if method == "notifications/cancelled" {
+            tracing::debug!(upstream = %inner.name, "not forwarding a downstream cancellation by id");
+            return Ok(());
         }
         let deadline = Instant::now() + inner.opts.call_timeout;
         let session = inner.session(deadline).await?;
@@ -518,7 +525,7 @@ impl Inner {
         {
             return Ok(s.clone());
         }
-        let restarting = previous.is_some();
+        let restarting = self.started_once.load(Ordering::Acquire);
         if let Some(prev) = &previous {
             if let Some(death) = prev.router.death() {
                 let mut b = self.backoff.lock().map_err(|_| poisoned(&self.name))?;
@@ -565,6 +572,7 @@ impl Inner {
             Ok((session, hello)) => {
                 backoff.on_started(Instant::now());
                 drop(backoff);
+                self.started_once.store(true, Ordering::Release);
                 if let Ok(mut h) = self.hello.write() {
                     *h = Some(hello);
                 }

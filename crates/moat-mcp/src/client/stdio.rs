@@ -7,7 +7,9 @@
 //! - stdout is read line by line with a size limit; a longer line is dropped
 //!   (failing the call it answered, when its id can be found), a line that
 //!   is not JSON-RPC is logged and ignored.
-//! - stderr goes to `tracing`, one event per line, with `upstream=<name>`.
+//! - stderr goes to `tracing`, one event per line, prefixed with the
+//!   server's name and carrying `upstream=<name>`; configured environment
+//!   values (which may be credentials) are redacted from it.
 //! - The child runs in its own process group, so that signals reach what
 //!   `npx` and shell wrappers start.
 //! - Shutdown: close stdin, wait 2 s, SIGTERM, wait 2 s, SIGKILL.
@@ -37,6 +39,9 @@ const GRACE: Duration = Duration::from_secs(2);
 const MAX_STDERR_LINE: usize = 8 * 1024;
 /// Messages queued for the child's stdin before senders wait.
 const QUEUE: usize = 64;
+/// Configured environment values at least this long are redacted from the
+/// child's stderr (shorter ones, like `1` or `true`, would redact noise).
+const MIN_REDACTED_LEN: usize = 6;
 
 /// What is needed to start the child.
 pub(crate) struct StdioSpec<'a> {
@@ -101,7 +106,15 @@ impl StdioConn {
             tx.clone(),
             stop.clone(),
         ));
-        tokio::spawn(read_stderr(Arc::clone(&name), stderr, stop.clone()));
+        // Configured values may be credentials: never let the child's
+        // stderr carry them into moat's log.
+        let secrets: Vec<String> = spec
+            .env
+            .values()
+            .filter(|v| v.len() >= MIN_REDACTED_LEN)
+            .cloned()
+            .collect();
+        tokio::spawn(read_stderr(Arc::clone(&name), stderr, secrets, stop.clone()));
         tokio::spawn(supervise(
             Arc::clone(&name),
             child,
@@ -237,7 +250,12 @@ async fn read_stdout(
     }
 }
 
-async fn read_stderr(name: Arc<str>, stderr: tokio::process::ChildStderr, stop: CancellationToken) {
+async fn read_stderr(
+    name: Arc<str>,
+    stderr: tokio::process::ChildStderr,
+    secrets: Vec<String>,
+    stop: CancellationToken,
+) {
     let mut lines = LineReader::new(BufReader::new(stderr), MAX_STDERR_LINE);
     loop {
         let line = tokio::select! {
@@ -249,7 +267,7 @@ async fn read_stderr(name: Arc<str>, stderr: tokio::process::ChildStderr, stop: 
             Ok(Some(Line::TooLong { head, .. })) => head,
             Ok(None) | Err(_) => return,
         };
-        let text = sanitize(&String::from_utf8_lossy(&bytes));
+        let text = redact(&sanitize(&String::from_utf8_lossy(&bytes)), &secrets);
         if !text.trim().is_empty() {
             tracing::info!(target: "moat_mcp::upstream::stderr", upstream = %name, "[{name}] {text}");
         }
@@ -317,6 +335,17 @@ fn signal_group(child: &mut Child, signal: nix::sys::signal::Signal) {
     }
 }
 
+/// Replaces every occurrence of a configured value.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "[redacted]");
+        }
+    }
+    out
+}
+
 fn describe(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt as _;
     match (status.code(), status.signal()) {
@@ -329,6 +358,16 @@ fn describe(status: &std::process::ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_configured_values() {
+        let secrets = vec!["sk-live-123456".to_owned()];
+        assert_eq!(
+            redact("auth failed for sk-live-123456 (sk-live-123456)", &secrets),
+            "auth failed for [redacted] ([redacted])"
+        );
+        assert_eq!(redact("nothing here", &secrets), "nothing here");
+    }
 
     #[test]
     fn sanitizes_control_characters() {

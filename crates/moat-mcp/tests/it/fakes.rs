@@ -294,3 +294,34 @@ async fn unreachable_upstreams_fail_fast_and_name_the_server() {
     assert!(text.contains("fake") && !text.contains("url-secret"), "{text}");
     up.shutdown().await;
 }
+
+#[tokio::test]
+async fn modern_tools_with_invalid_header_annotations_are_excluded() {
+    let seen: Arc<Mutex<Vec<FakeReq>>> = Arc::default();
+    let s = Arc::clone(&seen);
+    let addr = fake_http(move |req: FakeReq| {
+        s.lock().unwrap().push(req.clone());
+        match req.json()["method"].as_str().unwrap_or("") {
+            "server/discover" => result(&req, json!({"supportedVersions":["2026-07-28"],"capabilities":{"tools":{}}})),
+            "tools/list" => result(&req, json!({"tools":[
+                {"name":"good","inputSchema":{"type":"object","properties":{"n":{"type":"integer","x-mcp-header":"N"}}}},
+                {"name":"bad","inputSchema":{"type":"object","properties":{"f":{"type":"number","x-mcp-header":"F"}}}},
+                {"name":"plain","inputSchema":{"type":"object"}}]})),
+            "tools/call" => result(&req, json!({"content":[]})),
+            _ => FakeResp::status(400),
+        }
+    })
+    .await;
+    let up = http_up(format!("http://{addr}/mcp"), EraPreference::Modern);
+    let list = up.request("tools/list", None, CallContext::default()).await.unwrap();
+    let names: Vec<&str> = list["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["good", "plain"]);
+    up.request("tools/call", Some(json!({"name":"good","arguments":{"n":42}})), CallContext::default())
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    let call = seen.iter().find(|r| r.json()["method"] == "tools/call").unwrap();
+    assert_eq!(call.header("mcp-param-n"), Some("42"));
+    drop(seen);
+    up.shutdown().await;
+}

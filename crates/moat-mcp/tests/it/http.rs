@@ -200,3 +200,23 @@ async fn a_restarted_server_gets_a_new_session_transparently() {
     up.shutdown().await;
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn x_mcp_header_arguments_are_mirrored_for_modern_upstreams() {
+    let Some(py) = python() else { return };
+    let srv = PyServer::start(&py, &["streamable-http"]).await;
+    let args = json!({"name":"regional","arguments":{"region":"eu-west-1","query":"select 1"}});
+    // Without a tools/list first, the server answers HeaderMismatch; the
+    // client learns the annotations and retries once.
+    let up = http_upstream(srv.mcp_url(), EraPreference::Modern);
+    let r = call(&up, "tools/call", Some(args.clone())).await;
+    assert_eq!(first_text(&r), "eu-west-1:select 1");
+    // After a tools/list, the first attempt carries the header.
+    let up2 = http_upstream(srv.mcp_url(), EraPreference::Modern);
+    call(&up2, "tools/list", None).await;
+    let r = call(&up2, "tools/call", Some(args)).await;
+    assert_eq!(first_text(&r), "eu-west-1:select 1");
+    up.shutdown().await;
+    up2.shutdown().await;
+    srv.stop().await;
+}

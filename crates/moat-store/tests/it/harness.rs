@@ -24,11 +24,7 @@ pub struct Ctx {
 
 async fn raw_pool(url: &str) -> AnyPool {
     sqlx::any::install_default_drivers();
-    sqlx::any::AnyPoolOptions::new()
-        .max_connections(2)
-        .connect(url)
-        .await
-        .unwrap()
+    sqlx::any::AnyPoolOptions::new().max_connections(2).connect(url).await.unwrap()
 }
 
 /// Runs `test` against a new SQLite database.
@@ -41,15 +37,7 @@ where
     let url = format!("sqlite://{}/moat.db", dir.path().display());
     let store = Store::connect(&url).await.unwrap();
     let raw = raw_pool(&url).await;
-    test(Ctx {
-        store,
-        raw,
-        owner_url: url.clone(),
-        app_url: url,
-        backend: Backend::Sqlite,
-        _dir: Some(dir),
-    })
-    .await;
+    test(Ctx { store, raw, owner_url: url.clone(), app_url: url, backend: Backend::Sqlite, _dir: Some(dir) }).await;
 }
 
 /// Runs `test` against a fresh PostgreSQL database, or prints why not.
@@ -66,16 +54,11 @@ where
     let db = format!("moat_test_{suffix}");
     let role = format!("moat_app_{suffix}");
     let admin = raw_pool(&admin_url).await;
-    sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
+    sqlx::raw_sql(&format!("CREATE DATABASE {db}")).execute(&admin).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE ROLE {role} LOGIN PASSWORD 'app' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"))
         .execute(&admin)
         .await
         .unwrap();
-    sqlx::raw_sql(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'app' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
 
     // Spawned so that a panicking test still reaches the clean-up below.
     let outcome = {
@@ -96,7 +79,14 @@ where
             .unwrap();
             let options = StoreOptions { migrate: false, ..StoreOptions::default() };
             let store = Store::connect_with(&app_url, options).await.unwrap();
-            let ctx = Ctx { store: store.clone(), raw: raw.clone(), owner_url, app_url, backend: Backend::Postgres, _dir: None };
+            let ctx = Ctx {
+                store: store.clone(),
+                raw: raw.clone(),
+                owner_url,
+                app_url,
+                backend: Backend::Postgres,
+                _dir: None,
+            };
             test(ctx).await;
             store.close().await;
             raw.close().await;
@@ -105,12 +95,8 @@ where
     };
 
     let cleanup = async {
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .execute(&admin)
-            .await?;
-        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {role}"))
-            .execute(&admin)
-            .await
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&admin).await?;
+        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {role}")).execute(&admin).await
     };
     if let Err(e) = cleanup.await {
         eprintln!("warning: could not drop test database {db} / role {role}: {e}");
@@ -145,12 +131,7 @@ pub async fn seed(store: &Store, tenant: &str) -> (TenantRecord, UserRecord) {
     let u = store
         .create_user(
             &t.id,
-            NewUser {
-                name: "owner".into(),
-                email: None,
-                kind: PrincipalKind::Human,
-                role: Role::Owner,
-            },
+            NewUser { name: "owner".into(), email: None, kind: PrincipalKind::Human, role: Role::Owner },
         )
         .await
         .unwrap();
@@ -176,10 +157,7 @@ pub fn new_key(user: &UserRecord, name: &str, public_id: &str) -> NewApiKey {
 pub async fn raw_tx(ctx: &Ctx) -> sqlx::Transaction<'static, sqlx::Any> {
     let mut tx = ctx.raw.begin().await.unwrap();
     if ctx.backend == Backend::Postgres {
-        sqlx::query("SELECT set_config('app.bypass_rls', 'on', true)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        sqlx::query("SELECT set_config('app.bypass_rls', 'on', true)").execute(&mut *tx).await.unwrap();
     }
     tx
 }
@@ -187,33 +165,21 @@ pub async fn raw_tx(ctx: &Ctx) -> sqlx::Transaction<'static, sqlx::Any> {
 /// Rows of `table` belonging to `tenant`, counted as the owner.
 pub async fn count_rows(ctx: &Ctx, table: &str, tenant: &str) -> i64 {
     let mut tx = raw_tx(ctx).await;
-    let n = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM {table} WHERE tenant_id = $1"
-    ))
-    .bind(tenant)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
+    let n = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1"))
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     n
 }
 
 #[test]
 fn pg_url_rewrites_database_and_user() {
+    assert_eq!(pg_url("postgres://postgres@127.0.0.1:5432/test", "x", None), "postgres://postgres@127.0.0.1:5432/x");
     assert_eq!(
-        pg_url("postgres://postgres@127.0.0.1:5432/test", "x", None),
-        "postgres://postgres@127.0.0.1:5432/x"
-    );
-    assert_eq!(
-        pg_url(
-            "postgres://a:b@h/test?sslmode=disable",
-            "x",
-            Some(("u", "p"))
-        ),
+        pg_url("postgres://a:b@h/test?sslmode=disable", "x", Some(("u", "p"))),
         "postgres://u:p@h/x?sslmode=disable"
     );
-    assert_eq!(
-        pg_url("postgres://h", "x", Some(("u", "p"))),
-        "postgres://u:p@h/x"
-    );
+    assert_eq!(pg_url("postgres://h", "x", Some(("u", "p"))), "postgres://u:p@h/x");
 }

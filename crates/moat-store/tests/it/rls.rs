@@ -8,18 +8,10 @@ pub async fn policies(ctx: Ctx) {
     let s = &ctx.store;
     let (a, a_user) = seed(s, "tenant-a").await;
     let (b, b_user) = seed(s, "tenant-b").await;
-    s.insert_api_key(&a.id, new_key(&a_user, "one", "puba1"))
-        .await
-        .unwrap();
-    s.insert_api_key(&a.id, new_key(&a_user, "two", "puba2"))
-        .await
-        .unwrap();
-    s.insert_api_key(&b.id, new_key(&b_user, "one", "pubb1"))
-        .await
-        .unwrap();
-    s.create_server(&b.id, NewServer::stdio("x", vec!["x".into()]))
-        .await
-        .unwrap();
+    s.insert_api_key(&a.id, new_key(&a_user, "one", "puba1")).await.unwrap();
+    s.insert_api_key(&a.id, new_key(&a_user, "two", "puba2")).await.unwrap();
+    s.insert_api_key(&b.id, new_key(&b_user, "one", "pubb1")).await.unwrap();
+    s.create_server(&b.id, NewServer::stdio("x", vec!["x".into()])).await.unwrap();
     let mut e = AuditEvent::new("human", "key.create", AuditResult::Ok);
     e.tenant_id = Some(a.id.clone());
     s.append_audit(&[e]).await.unwrap();
@@ -32,49 +24,30 @@ pub async fn policies(ctx: Ctx) {
             .fetch_one(&app)
             .await
             .unwrap();
-    let owns: bool = sqlx::query_scalar(
-        "SELECT tableowner::text = current_user::text FROM pg_tables WHERE tablename = 'api_keys'",
-    )
-    .fetch_one(&app)
-    .await
-    .unwrap();
+    let owns: bool =
+        sqlx::query_scalar("SELECT tableowner::text = current_user::text FROM pg_tables WHERE tablename = 'api_keys'")
+            .fetch_one(&app)
+            .await
+            .unwrap();
     assert!(!superuser && !bypass && !owns);
 
     // No tenant set: no rows in any tenant-owned table.
     for table in ["users", "api_keys", "servers", "audit_events"] {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&app)
-            .await
-            .unwrap();
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&app).await.unwrap();
         assert_eq!(n, 0, "{table} without app.tenant_id");
     }
 
     // Tenant A set: only A's rows, whatever the query asks for.
     let mut tx = app.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(a.id.as_str())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let tenants: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM api_keys")
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(a.id.as_str()).execute(&mut *tx).await.unwrap();
+    let tenants: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT tenant_id FROM api_keys").fetch_all(&mut *tx).await.unwrap();
     assert_eq!(tenants, [a.id.as_str().to_owned()]);
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(n, 2);
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(n, 0, "B's server stays hidden");
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(n, 1);
     // Writing into another tenant is refused by the policy's WITH CHECK.
     let forged = sqlx::query(
@@ -84,27 +57,16 @@ pub async fn policies(ctx: Ctx) {
     .bind(b.id.as_str())
     .execute(&mut *tx)
     .await;
-    assert!(
-        forged
-            .unwrap_err()
-            .to_string()
-            .contains("row-level security")
-    );
+    assert!(forged.unwrap_err().to_string().contains("row-level security"));
     tx.rollback().await.unwrap();
 
     // The setting was transaction-local: the pooled connection forgot it.
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-        .fetch_one(&app)
-        .await
-        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys").fetch_one(&app).await.unwrap();
     assert_eq!(n, 0);
 
     // The store's cross-tenant authentication lookup works as this role.
     let auth = s.api_key_for_auth("pubb1").await.unwrap().unwrap();
-    assert_eq!(
-        (auth.tenant_id, auth.tenant_name.as_str()),
-        (b.id.clone(), "tenant-b")
-    );
+    assert_eq!((auth.tenant_id, auth.tenant_name.as_str()), (b.id.clone(), "tenant-b"));
     assert_eq!(s.list_all_servers().await.unwrap().len(), 1);
     app.close().await;
 }

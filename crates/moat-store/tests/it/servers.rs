@@ -11,10 +11,7 @@ fn http(name: &str) -> NewServer {
 pub async fn create_find_delete(ctx: Ctx) {
     let s = &ctx.store;
     let (t, _) = seed(s, "acme").await;
-    let mut new = NewServer::stdio(
-        "everything",
-        vec!["npx".into(), "-y".into(), "@mcp/everything".into()],
-    );
+    let mut new = NewServer::stdio("everything", vec!["npx".into(), "-y".into(), "@mcp/everything".into()]);
     new.env.insert("LOG_LEVEL".into(), "debug".into());
     new.allow_anonymous = true;
     let srv = s.create_server(&t.id, new).await.unwrap();
@@ -27,10 +24,7 @@ pub async fn create_find_delete(ctx: Ctx) {
     assert!(srv.headers.is_empty() && srv.url.is_none());
 
     match s.create_server(&t.id, http("everything")).await {
-        Err(StoreError::Conflict(m)) => assert_eq!(
-            m,
-            "a server named `everything` already exists in this tenant"
-        ),
+        Err(StoreError::Conflict(m)) => assert_eq!(m, "a server named `everything` already exists in this tenant"),
         other => panic!("expected a conflict, got {other:?}"),
     }
     let mut web = http("web");
@@ -40,22 +34,10 @@ pub async fn create_find_delete(ctx: Ctx) {
     assert_eq!(web.url.as_deref(), Some("http://127.0.0.1:3001/mcp"));
     assert!(!web.enabled && web.command.is_none());
 
-    assert_eq!(
-        s.find_server(&t.id, "everything").await.unwrap(),
-        Some(srv.clone())
-    );
-    assert_eq!(
-        s.find_server(&t.id, srv.id.as_str()).await.unwrap(),
-        Some(srv.clone())
-    );
+    assert_eq!(s.find_server(&t.id, "everything").await.unwrap(), Some(srv.clone()));
+    assert_eq!(s.find_server(&t.id, srv.id.as_str()).await.unwrap(), Some(srv.clone()));
     assert_eq!(s.find_server(&t.id, "nope").await.unwrap(), None);
-    let names: Vec<_> = s
-        .list_servers(&t.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let names: Vec<_> = s.list_servers(&t.id).await.unwrap().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["everything", "web"]);
 
     assert!(s.delete_server(&t.id, &srv.id).await.unwrap());
@@ -67,23 +49,14 @@ pub async fn create_find_delete(ctx: Ctx) {
 pub async fn config_upsert(ctx: Ctx) {
     let s = &ctx.store;
     let (t, _) = seed(s, "acme").await;
-    let first = s
-        .upsert_config_server(&t.id, NewServer::stdio("files", vec!["fs-server".into()]))
-        .await
-        .unwrap();
+    let first = s.upsert_config_server(&t.id, NewServer::stdio("files", vec!["fs-server".into()])).await.unwrap();
     assert_eq!(first.source, ServerSource::Config);
     // Booting again with a changed entry updates the same row.
     let mut changed = http("files");
     changed.headers.insert("X-A".into(), "1".into());
     let second = s.upsert_config_server(&t.id, changed).await.unwrap();
-    assert_eq!(
-        (second.id.clone(), second.created_at),
-        (first.id.clone(), first.created_at)
-    );
-    assert_eq!(
-        (second.transport, second.command.clone()),
-        (Transport::StreamableHttp, None)
-    );
+    assert_eq!((second.id.clone(), second.created_at), (first.id.clone(), first.created_at));
+    assert_eq!((second.transport, second.command.clone()), (Transport::StreamableHttp, None));
     assert!(second.updated_at >= first.updated_at);
     assert_eq!(s.list_servers(&t.id).await.unwrap(), vec![second]);
     // The config file takes over an API-registered server of the same name.
@@ -100,17 +73,8 @@ pub async fn validation(ctx: Ctx) {
         NewServer::stdio("empty", vec![]),
         NewServer::http("nourl", Transport::Sse, ""),
     ] {
-        assert!(
-            matches!(
-                s.create_server(&t.id, bad.clone()).await,
-                Err(StoreError::Invalid(_))
-            ),
-            "{bad:?}"
-        );
-        assert!(matches!(
-            s.upsert_config_server(&t.id, bad).await,
-            Err(StoreError::Invalid(_))
-        ));
+        assert!(matches!(s.create_server(&t.id, bad.clone()).await, Err(StoreError::Invalid(_))), "{bad:?}");
+        assert!(matches!(s.upsert_config_server(&t.id, bad).await, Err(StoreError::Invalid(_))));
     }
     assert!(s.list_servers(&t.id).await.unwrap().is_empty());
 }
@@ -124,10 +88,7 @@ pub async fn isolation_and_list_all(ctx: Ctx) {
 
     assert_eq!(s.find_server(&b.id, a_srv.id.as_str()).await.unwrap(), None);
     assert!(!s.delete_server(&b.id, &a_srv.id).await.unwrap());
-    assert_eq!(
-        s.find_server(&a.id, "web").await.unwrap(),
-        Some(a_srv.clone())
-    );
+    assert_eq!(s.find_server(&a.id, "web").await.unwrap(), Some(a_srv.clone()));
     assert_eq!(s.list_servers(&b.id).await.unwrap(), vec![b_srv.clone()]);
 
     let all = s.list_all_servers().await.unwrap();

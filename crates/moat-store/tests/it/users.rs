@@ -21,14 +21,8 @@ pub async fn crud_and_isolation(ctx: Ctx) {
     let alice = s.create_user(&a.id, member("alice")).await.unwrap();
     assert_eq!(alice.email.as_deref(), Some("alice@example.com"));
     assert_eq!(s.user(&a.id, &alice.id).await.unwrap(), Some(alice.clone()));
-    assert_eq!(
-        s.find_user(&a.id, "alice").await.unwrap(),
-        Some(alice.clone())
-    );
-    assert_eq!(
-        s.find_user(&a.id, alice.id.as_str()).await.unwrap(),
-        Some(alice.clone())
-    );
+    assert_eq!(s.find_user(&a.id, "alice").await.unwrap(), Some(alice.clone()));
+    assert_eq!(s.find_user(&a.id, alice.id.as_str()).await.unwrap(), Some(alice.clone()));
     assert_eq!(s.user(&a.id, &UserId::generate()).await.unwrap(), None);
 
     match s.create_user(&a.id, member("alice")).await {
@@ -37,10 +31,7 @@ pub async fn crud_and_isolation(ctx: Ctx) {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert!(matches!(
-        s.create_user(&a.id, member("Alice Smith")).await,
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(s.create_user(&a.id, member("Alice Smith")).await, Err(StoreError::Invalid(_))));
     // The same name in another tenant is fine.
     let b_alice = s.create_user(&b.id, member("alice")).await.unwrap();
 
@@ -48,20 +39,8 @@ pub async fn crud_and_isolation(ctx: Ctx) {
     assert_eq!(s.user(&b.id, &alice.id).await.unwrap(), None);
     assert_eq!(s.find_user(&b.id, alice.id.as_str()).await.unwrap(), None);
     assert_eq!(s.find_user(&b.id, "alice").await.unwrap(), Some(b_alice));
-    let names: Vec<_> = s
-        .list_users(&a.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.name)
-        .collect();
+    let names: Vec<_> = s.list_users(&a.id).await.unwrap().into_iter().map(|u| u.name).collect();
     assert_eq!(names, ["alice", "owner"]);
-    assert!(
-        s.list_users(&b.id)
-            .await
-            .unwrap()
-            .iter()
-            .all(|u| u.tenant_id == b.id)
-    );
+    assert!(s.list_users(&b.id).await.unwrap().iter().all(|u| u.tenant_id == b.id));
     assert_eq!(a_owner.role, Role::Owner);
 }
