@@ -416,20 +416,25 @@ async fn legacy(app: App, caller: Caller, headers: &HeaderMap, msg: Message, sid
         return sse_response(reader, &session_header);
     }
     let id = msg.id.clone().unwrap_or(Value::Null);
+    let cancelled = session.begin(&id);
+    // Detached, so that a client disconnect does not cancel (2025-11-25);
+    // `notifications/cancelled` does.
     let work = {
         let session = session.clone();
         tokio::spawn(async move {
-            let resp = dispatch(&ctx, msg.clone()).await;
+            let resp = tokio::select! {
+                resp = dispatch(&ctx, msg.clone()) => resp,
+                () = cancelled.cancelled() => return None,
+            };
             after_call(&session, &msg, &resp);
-            resp
+            Some(resp)
         })
     };
-    session.track(&id, work.abort_handle());
     let resp = match work.await {
-        Ok(resp) => resp,
-        Err(_) => Message::error_response(Some(id.clone()), ErrorObject::new(-32800, "Request cancelled")),
+        Ok(Some(resp)) => resp,
+        _ => Message::error_response(Some(id.clone()), ErrorObject::new(-32800, "Request cancelled")),
     };
-    session.untrack(&id);
+    session.finish(&id);
     let mut out = json_message(StatusCode::OK, &resp);
     if let Ok(v) = session.id.parse() {
         out.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
@@ -490,8 +495,8 @@ fn spawn_legacy_call(session: Arc<Session>, ctx: CallCtx, msg: Message, log: Arc
         }
     }
     let id = msg.id.clone().unwrap_or(Value::Null);
-    let tracked = session.clone();
-    let task = tokio::spawn(async move {
+    let cancelled = session.begin(&id);
+    tokio::spawn(async move {
         let _finish = Finish(log.clone());
         let (ntx, mut nrx) = mpsc::channel::<Message>(64);
         let ctx = CallCtx { notify: Some(ntx), ..ctx };
@@ -502,18 +507,21 @@ fn spawn_legacy_call(session: Arc<Session>, ctx: CallCtx, msg: Message, log: Arc
             }
         };
         let run = async move {
-            let r = dispatch(&ctx, msg.clone()).await;
+            let r = tokio::select! {
+                r = dispatch(&ctx, msg.clone()) => Some(r),
+                () = cancelled.cancelled() => None,
+            };
             drop(ctx);
             (r, msg)
         };
         let ((resp, req), ()) = tokio::join!(run, pump);
-        after_call(&session, &req, &resp);
-        log.push(&resp);
-        if let Some(id) = &req.id {
-            session.untrack(id);
+        session.finish(&id);
+        // A cancelled request gets no response (2025-11-25 cancellation).
+        if let Some(resp) = resp {
+            after_call(&session, &req, &resp);
+            log.push(&resp);
         }
     });
-    tracked.track(&id, task.abort_handle());
 }
 
 /// `GET /mcp[/<server>]`: a legacy session's server-to-client stream, or a

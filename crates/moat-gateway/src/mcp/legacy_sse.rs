@@ -155,18 +155,19 @@ pub async fn post_message(
             }
         }
     });
-    let tracked = session.clone();
-    let task = tokio::spawn(async move {
-        let resp = dispatch(&ctx, msg.clone()).await;
+    let cancelled = session.begin(&id);
+    tokio::spawn(async move {
+        let resp = tokio::select! {
+            resp = dispatch(&ctx, msg.clone()) => Some(resp),
+            () = cancelled.cancelled() => None,
+        };
         drop(ctx);
-        after_call(&session, &msg, &resp);
-        session.untrack(&id);
-        let _ = tx.send(resp).await;
+        session.finish(&id);
+        // A cancelled request gets no response.
+        if let Some(resp) = resp {
+            after_call(&session, &msg, &resp);
+            let _ = tx.send(resp).await;
+        }
     });
-    tracked.track(&msg_id(&body), task.abort_handle());
     accepted()
-}
-
-fn msg_id(body: &[u8]) -> Value {
-    serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("id").cloned()).unwrap_or(Value::Null)
 }

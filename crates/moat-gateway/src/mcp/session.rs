@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Most events kept per stream for replay.
@@ -156,7 +155,7 @@ pub struct Session {
     next_stream: AtomicU64,
     streams: Mutex<VecDeque<Arc<EventLog>>>,
     general: Mutex<Option<Arc<EventLog>>>,
-    inflight: Mutex<HashMap<String, AbortHandle>>,
+    inflight: Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl Session {
@@ -226,15 +225,19 @@ impl Session {
         Some((log, seq))
     }
 
-    /// Registers an in-flight request so `notifications/cancelled` can stop it.
-    pub fn track(&self, request_id: &Value, handle: AbortHandle) {
+    /// Registers an in-flight request before its work starts, so that
+    /// `notifications/cancelled` (or the session ending) can stop it; the
+    /// work selects on the returned token.
+    pub fn begin(&self, request_id: &Value) -> CancellationToken {
+        let token = self.closed.child_token();
         if let Ok(mut m) = self.inflight.lock() {
-            m.insert(request_id.to_string(), handle);
+            m.insert(request_id.to_string(), token.clone());
         }
+        token
     }
 
     /// Forgets a finished request.
-    pub fn untrack(&self, request_id: &Value) {
+    pub fn finish(&self, request_id: &Value) {
         if let Ok(mut m) = self.inflight.lock() {
             m.remove(&request_id.to_string());
         }
@@ -242,16 +245,14 @@ impl Session {
 
     /// Cancels an in-flight request (its upstream call is cancelled too).
     pub fn cancel(&self, request_id: &Value) -> bool {
-        let handle = self.inflight.lock().ok().and_then(|mut m| m.remove(&request_id.to_string()));
-        handle.map(|h| h.abort()).is_some()
+        let token = self.inflight.lock().ok().and_then(|mut m| m.remove(&request_id.to_string()));
+        token.map(|t| t.cancel()).is_some()
     }
 
     fn end(&self) {
         self.closed.cancel();
         if let Ok(mut m) = self.inflight.lock() {
-            for (_, h) in m.drain() {
-                h.abort();
-            }
+            m.clear();
         }
         if let Ok(streams) = self.streams.lock() {
             for s in streams.iter() {

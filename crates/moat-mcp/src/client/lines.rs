@@ -34,12 +34,7 @@ pub(crate) struct LineReader<R> {
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
     /// Wraps a buffered reader.
     pub(crate) fn new(inner: R, max: usize) -> Self {
-        LineReader {
-            inner,
-            max,
-            buf: Vec::new(),
-            overflow: None,
-        }
+        LineReader { inner, max, buf: Vec::new(), overflow: None }
     }
 
     /// The next line, or `None` at end of input. A last line without a
@@ -100,12 +95,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
 /// end of its text, as common serialisers write it: `{"jsonrpc":"2.0","id":N`
 /// first, or `"id":N}` last.
 pub(crate) fn find_id(head: &[u8], tail: &[u8]) -> Option<u64> {
-    let compact = |b: &[u8]| -> String {
-        String::from_utf8_lossy(b)
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect()
-    };
+    let compact = |b: &[u8]| -> String { String::from_utf8_lossy(b).chars().filter(|c| !c.is_whitespace()).collect() };
     let head = compact(head);
     let digits = |s: &str| -> Option<u64> {
         let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -122,11 +112,7 @@ pub(crate) fn find_id(head: &[u8], tail: &[u8]) -> Option<u64> {
     let body = tail.strip_suffix('}')?;
     let start = body.rfind(r#""id":"#)? + 5;
     let candidate = &body[start..];
-    if candidate.chars().all(|c| c.is_ascii_digit()) {
-        candidate.parse().ok()
-    } else {
-        None
-    }
+    if candidate.chars().all(|c| c.is_ascii_digit()) { candidate.parse().ok() } else { None }
 }
 
 #[cfg(test)]

@@ -98,11 +98,7 @@ pub(crate) fn prepare_params(
     if !meta.is_empty() {
         obj.insert("_meta".into(), Value::Object(meta));
     }
-    if obj.is_empty() {
-        (None, original)
-    } else {
-        (Some(Value::Object(obj)), original)
-    }
+    if obj.is_empty() { (None, original) } else { (Some(Value::Object(obj)), original) }
 }
 
 /// The params of moat's `server/discover` probe.
@@ -122,10 +118,7 @@ pub(crate) fn supported_versions(data: Option<&Value>) -> Option<Vec<String>> {
 
 /// True for the JSON-RPC errors only a modern server sends.
 pub(crate) fn is_modern_error(code: i64) -> bool {
-    matches!(
-        code,
-        code::HEADER_MISMATCH | code::MISSING_CLIENT_CAPABILITY | code::UNSUPPORTED_PROTOCOL_VERSION
-    )
+    matches!(code, code::HEADER_MISMATCH | code::MISSING_CLIENT_CAPABILITY | code::UNSUPPORTED_PROTOCOL_VERSION)
 }
 
 /// Classifies the answer to `server/discover`. Anything that is not positive
@@ -195,10 +188,7 @@ pub(crate) fn hello_from_initialize(result: &Value) -> Result<ServerHello, Strin
 /// value is not plain ASCII). `Err` names what cannot be carried.
 pub(crate) fn modern_headers(msg: &Message) -> Result<http::HeaderMap, &'static str> {
     let mut h = http::HeaderMap::new();
-    h.insert(
-        protocol::HEADER_PROTOCOL_VERSION,
-        http::HeaderValue::from_static(protocol::MODERN),
-    );
+    h.insert(protocol::HEADER_PROTOCOL_VERSION, http::HeaderValue::from_static(protocol::MODERN));
     if let Some(method) = &msg.method {
         let v = http::HeaderValue::from_str(method).map_err(|_| "the method name cannot be sent in a header")?;
         h.insert(protocol::HEADER_METHOD, v);
@@ -278,10 +268,7 @@ fn walk_schema(
         if !matches!(obj.get("type").and_then(Value::as_str), Some("integer" | "string" | "boolean")) {
             return Err(format!("{X_MCP_HEADER} on {:?}, which is not an integer, string or boolean", path.join(".")));
         }
-        found.push(ParamHeader {
-            token: token.to_owned(),
-            path: path.clone(),
-        });
+        found.push(ParamHeader { token: token.to_owned(), path: path.clone() });
     }
     for (key, value) in obj {
         match key.as_str() {
@@ -312,8 +299,15 @@ fn walk_schema(
                 }
                 sub => walk_schema(sub, None, found, depth + 1)?,
             },
-            "additionalProperties" | "contains" | "not" | "if" | "then" | "else" | "propertyNames"
-            | "unevaluatedItems" | "unevaluatedProperties" => walk_schema(value, None, found, depth + 1)?,
+            "additionalProperties"
+            | "contains"
+            | "not"
+            | "if"
+            | "then"
+            | "else"
+            | "propertyNames"
+            | "unevaluatedItems"
+            | "unevaluatedProperties" => walk_schema(value, None, found, depth + 1)?,
             _ => {}
         }
     }
@@ -373,13 +367,8 @@ mod tests {
         assert_eq!(tok, None);
         let (p, _) = prepare_params(None, Era::Legacy, None, &info(), None);
         assert_eq!(p, None);
-        let (p, _) = prepare_params(
-            Some(json!({"_meta":{"vendor.example/trace":"abc"}})),
-            Era::Legacy,
-            None,
-            &info(),
-            None,
-        );
+        let (p, _) =
+            prepare_params(Some(json!({"_meta":{"vendor.example/trace":"abc"}})), Era::Legacy, None, &info(), None);
         assert_eq!(p, Some(json!({"_meta":{"vendor.example/trace":"abc"}})));
     }
 
@@ -405,10 +394,12 @@ mod tests {
         let (p, orig) = prepare_params(Some(params), Era::Legacy, None, &info(), Some("moat-9"));
         assert_eq!(orig, Some(json!("client-tok")));
         assert_eq!(p.unwrap()["_meta"]["progressToken"], json!("moat-9"));
-        let (_, orig) = prepare_params(Some(json!({"_meta":{"progressToken":7}})), Era::Legacy, None, &info(), Some("moat-9"));
+        let (_, orig) =
+            prepare_params(Some(json!({"_meta":{"progressToken":7}})), Era::Legacy, None, &info(), Some("moat-9"));
         assert_eq!(orig, Some(json!(7)));
         // A token of the wrong type is not a token: left alone.
-        let (p, orig) = prepare_params(Some(json!({"_meta":{"progressToken":{}}})), Era::Legacy, None, &info(), Some("moat-9"));
+        let (p, orig) =
+            prepare_params(Some(json!({"_meta":{"progressToken":{}}})), Era::Legacy, None, &info(), Some("moat-9"));
         assert_eq!((p.unwrap()["_meta"]["progressToken"].clone(), orig), (json!({}), None));
         assert_eq!(upstream_progress_token(9), "moat-9");
     }
@@ -441,7 +432,8 @@ mod tests {
         }
         let not_found = msg(json!({"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}));
         assert!(matches!(classify_discover(&not_found), Probe::Legacy(_)));
-        let only_legacy = msg(json!({"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2025-11-25"],"capabilities":{}}}));
+        let only_legacy =
+            msg(json!({"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2025-11-25"],"capabilities":{}}}));
         assert!(matches!(classify_discover(&only_legacy), Probe::Legacy(_)));
         let disjoint = msg(json!({"jsonrpc":"2.0","id":1,"error":{"code":-32022,"message":"m",
             "data":{"supported":["2027-01-01"],"requested":"2026-07-28"}}}));
@@ -473,10 +465,7 @@ mod tests {
         assert_eq!(h["mcp-name"], "get_weather");
         let m = msg(json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///ü"}}));
         let h = modern_headers(&m).unwrap();
-        assert_eq!(
-            protocol::decode_header_value(h["mcp-name"].as_bytes()).as_deref(),
-            Some("file:///ü")
-        );
+        assert_eq!(protocol::decode_header_value(h["mcp-name"].as_bytes()).as_deref(), Some("file:///ü"));
         assert!(h["mcp-name"].to_str().unwrap().starts_with("=?base64?"));
         let m = msg(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
         assert!(modern_headers(&m).unwrap().get("mcp-name").is_none());

@@ -84,9 +84,7 @@ impl std::fmt::Debug for UpstreamSpec {
     // Env and header values may be credentials; URLs may carry tokens.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Stdio {
-                command, args, env, ..
-            } => f
+            Self::Stdio { command, args, env, .. } => f
                 .debug_struct("Stdio")
                 .field("command", command)
                 .field("args", &args.len())
@@ -241,9 +239,7 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("name", &self.inner.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Upstream").field("name", &self.inner.name).finish_non_exhaustive()
     }
 }
 
@@ -341,12 +337,7 @@ impl Upstream {
     /// Dropping the returned future before it completes cancels the call
     /// upstream (`notifications/cancelled`, or closing the response stream on
     /// a modern HTTP upstream).
-    pub async fn request(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        ctx: CallContext,
-    ) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, method: &str, params: Option<Value>, ctx: CallContext) -> Result<Value, UpstreamError> {
         let inner = &self.inner;
         let deadline = Instant::now() + ctx.timeout.unwrap_or(inner.opts.call_timeout);
         if inner.closed.load(Ordering::Acquire) {
@@ -360,9 +351,7 @@ impl Upstream {
         let mut retried = false;
         loop {
             let session = inner.session(deadline).await?;
-            let outcome = inner
-                .call_once(&session, method, params.clone(), &ctx, deadline)
-                .await;
+            let outcome = inner.call_once(&session, method, params.clone(), &ctx, deadline).await;
             let outcome = outcome.and_then(|msg| response_result(msg).map_err(Fail::Error));
             let fail = match outcome {
                 Ok(mut result) => {
@@ -429,13 +418,7 @@ impl Upstream {
         }
         let deadline = Instant::now() + inner.opts.call_timeout;
         let session = inner.session(deadline).await?;
-        let (params, _) = meta::prepare_params(
-            params,
-            session.era,
-            None,
-            &inner.opts.client_info,
-            None,
-        );
+        let (params, _) = meta::prepare_params(params, session.era, None, &inner.opts.client_info, None);
         let msg = Message::notification(method, params);
         match tokio::time::timeout_at(deadline, session.conn.send_notification(&msg)).await {
             Ok(Ok(())) => Ok(()),
@@ -501,9 +484,7 @@ impl Inner {
     /// Marks `session` unusable so that the next call connects again (and
     /// replaces it, which counts as re-establishing it).
     fn invalidate(&self, session: &Arc<Session>, reason: &str, backoff: bool) {
-        session
-            .router
-            .kill(reason.to_owned(), Fail::Died(reason.to_owned()), backoff, false);
+        session.router.kill(reason.to_owned(), Fail::Died(reason.to_owned()), backoff, false);
     }
 
     /// The live session, connecting (and restarting with backoff) if needed.
@@ -513,9 +494,8 @@ impl Inner {
         {
             return Ok(s);
         }
-        let _guard = tokio::time::timeout_at(deadline, self.connecting.lock())
-            .await
-            .map_err(|_| UpstreamError::Timeout)?;
+        let _guard =
+            tokio::time::timeout_at(deadline, self.connecting.lock()).await.map_err(|_| UpstreamError::Timeout)?;
         if self.closed.load(Ordering::Acquire) {
             return Err(UpstreamError::Closed);
         }
@@ -539,11 +519,7 @@ impl Inner {
             let prev = Arc::clone(prev);
             tokio::spawn(async move { prev.conn.shutdown().await });
         }
-        let not_before = self
-            .backoff
-            .lock()
-            .map_err(|_| poisoned(&self.name))?
-            .not_before;
+        let not_before = self.backoff.lock().map_err(|_| poisoned(&self.name))?.not_before;
         if let Some(nb) = not_before
             && nb > Instant::now()
         {
@@ -605,12 +581,7 @@ impl Inner {
     async fn start_session(&self, deadline: Instant) -> Result<(Session, ServerHello), UpstreamError> {
         let router = Arc::new(Router::new(Arc::clone(&self.name), self.events.clone()));
         let conn = match &self.spec {
-            UpstreamSpec::Stdio {
-                command,
-                args,
-                env,
-                cwd,
-            } => Conn::Stdio(stdio::StdioConn::spawn(
+            UpstreamSpec::Stdio { command, args, env, cwd } => Conn::Stdio(stdio::StdioConn::spawn(
                 stdio::StdioSpec {
                     name: Arc::clone(&self.name),
                     command,
@@ -629,11 +600,7 @@ impl Inner {
                     headers,
                     self.opts.max_message_bytes,
                 )?;
-                Conn::Http(streamable_http::HttpConn::new(
-                    shared,
-                    Arc::clone(&router),
-                    self.opts.client_info.clone(),
-                ))
+                Conn::Http(streamable_http::HttpConn::new(shared, Arc::clone(&router), self.opts.client_info.clone()))
             }
             UpstreamSpec::Sse { url, headers } => {
                 let shared = transport::HttpShared::new(
@@ -646,11 +613,7 @@ impl Inner {
                 Conn::Sse(sse::SseConn::connect(shared, Arc::clone(&router)).await?)
             }
         };
-        let mut session = Session {
-            era: Era::Legacy,
-            conn,
-            router,
-        };
+        let mut session = Session { era: Era::Legacy, conn, router };
         let hello = match self.handshake(&mut session, deadline).await {
             Ok(h) => h,
             Err(e) => {
@@ -668,10 +631,7 @@ impl Inner {
                 "cannot create an HTTP client for upstream `{}`: {e}",
                 self.name
             ))),
-            None => Err(UpstreamError::Unavailable(format!(
-                "upstream `{}` is not an HTTP upstream",
-                self.name
-            ))),
+            None => Err(UpstreamError::Unavailable(format!("upstream `{}` is not an HTTP upstream", self.name))),
         }
     }
 
@@ -696,10 +656,7 @@ impl Inner {
                     return Ok(hello);
                 }
                 meta::Probe::Incompatible(reason) => {
-                    return Err(UpstreamError::Unavailable(format!(
-                        "upstream `{}` {reason}",
-                        self.name
-                    )));
+                    return Err(UpstreamError::Unavailable(format!("upstream `{}` {reason}", self.name)));
                 }
                 meta::Probe::Legacy(why) => {
                     if self.opts.era == EraPreference::Modern {
@@ -785,9 +742,8 @@ impl Inner {
         .map_err(|_| UpstreamError::Timeout)?
         .map_err(Fail::into_error)?;
         let result = response_result(resp)?;
-        let hello = meta::hello_from_initialize(&result).map_err(|why| {
-            UpstreamError::Protocol(format!("upstream `{}` {why}", self.name))
-        })?;
+        let hello = meta::hello_from_initialize(&result)
+            .map_err(|why| UpstreamError::Protocol(format!("upstream `{}` {why}", self.name)))?;
         session.era = Era::Legacy;
         session.conn.set_era(Era::Legacy, &hello.protocol_version);
         let initialized = Message::notification("notifications/initialized", None);
@@ -839,10 +795,7 @@ impl Inner {
         let mut cursor: Option<Value> = None;
         for _ in 0..MAX_TOOL_PAGES {
             let params = cursor.take().map(|c| json!({"cursor": c}));
-            let Ok(msg) = self
-                .call_once(session, "tools/list", params, &CallContext::default(), deadline)
-                .await
-            else {
+            let Ok(msg) = self.call_once(session, "tools/list", params, &CallContext::default(), deadline).await else {
                 return;
             };
             let Ok(mut list) = response_result(msg) else { return };
@@ -955,10 +908,7 @@ impl Backoff {
     }
 
     fn on_death(&mut self, at: Instant, opts: &UpstreamOptions) {
-        if self
-            .last_start
-            .is_some_and(|s| at.saturating_duration_since(s) >= STABLE_RUN)
-        {
+        if self.last_start.is_some_and(|s| at.saturating_duration_since(s) >= STABLE_RUN) {
             self.failures = 0;
         }
         self.last_start = None;
@@ -1014,10 +964,7 @@ mod tests {
         assert!(text.contains("API_KEY") && !text.contains("s3cret"), "{text}");
         let spec = UpstreamSpec::StreamableHttp {
             url: "https://h/mcp?token=s3cret-url".into(),
-            headers: vec![(
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_static("Bearer s3cret-hdr"),
-            )],
+            headers: vec![(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer s3cret-hdr"))],
         };
         let text = format!("{spec:?}");
         assert!(text.contains("authorization") && !text.contains("s3cret"), "{text}");

@@ -52,11 +52,7 @@ pub(crate) struct Router {
 impl Router {
     /// An empty table for upstream `name`.
     pub(crate) fn new(name: Arc<str>, events: broadcast::Sender<UpstreamEvent>) -> Self {
-        Router {
-            name,
-            events,
-            state: Mutex::new(State::default()),
-        }
+        Router { name, events, state: Mutex::new(State::default()) }
     }
 
     /// The upstream's name.
@@ -88,9 +84,7 @@ impl Router {
     /// Routes progress sent with upstream token `token` back to `progress`,
     /// restoring `original`.
     pub(crate) fn map_token(&self, token: &str, original: Value, progress: Option<mpsc::Sender<Value>>) {
-        self.state()
-            .tokens
-            .insert(token.to_owned(), TokenRoute { original, progress });
+        self.state().tokens.insert(token.to_owned(), TokenRoute { original, progress });
     }
 
     /// Forgets call `id` and progress token `token`.
@@ -135,10 +129,7 @@ impl Router {
             if st.dead.is_some() {
                 return false;
             }
-            st.dead = Some(Death {
-                at: Instant::now(),
-                backoff,
-            });
+            st.dead = Some(Death { at: Instant::now(), backoff });
             st.tokens.clear();
             std::mem::take(&mut st.calls)
         };
@@ -185,12 +176,8 @@ impl Router {
         match msg.method_str() {
             "notifications/progress" => {
                 let token = msg.params.as_ref().and_then(|p| p.get("progressToken")).and_then(Value::as_str);
-                let route = token.and_then(|t| {
-                    self.state()
-                        .tokens
-                        .get(t)
-                        .map(|r| (r.original.clone(), r.progress.clone()))
-                });
+                let route =
+                    token.and_then(|t| self.state().tokens.get(t).map(|r| (r.original.clone(), r.progress.clone())));
                 let Some((original, progress)) = route else {
                     tracing::debug!(upstream = %self.name, "dropped progress for no waiting call");
                     return;
@@ -231,10 +218,7 @@ impl Router {
             method = msg.method_str(),
             "refused a server-to-client request"
         );
-        Message::error_response(
-            Some(id),
-            ErrorObject::new(code::METHOD_NOT_FOUND, "not supported through the gateway"),
-        )
+        Message::error_response(Some(id), ErrorObject::new(code::METHOD_NOT_FOUND, "not supported through the gateway"))
     }
 }
 

@@ -55,17 +55,14 @@ impl SseConn {
             return Err(shared.status_error(resp.status()).into_error());
         }
         if content_type(&resp) != "text/event-stream" {
-            return Err(UpstreamError::Protocol(format!(
-                "upstream `{name}` did not answer with an SSE stream"
-            )));
+            return Err(UpstreamError::Protocol(format!("upstream `{name}` did not answer with an SSE stream")));
         }
         let mut body = SseBody::new(resp, shared.max_message_bytes);
         let endpoint = loop {
             match body.next().await {
                 Ok(Some(ev)) if ev.event.as_deref() == Some("endpoint") => {
-                    break resolve_endpoint(&shared.url, &ev.data).map_err(|why| {
-                        UpstreamError::Protocol(format!("upstream `{name}` {why}"))
-                    })?;
+                    break resolve_endpoint(&shared.url, &ev.data)
+                        .map_err(|why| UpstreamError::Protocol(format!("upstream `{name}` {why}")))?;
                 }
                 Ok(Some(_)) => {}
                 Err(SseEnd::TooLarge) => return Err(shared.too_large().into_error()),
@@ -76,12 +73,7 @@ impl SseConn {
                 }
             }
         };
-        let inner = Arc::new(SseInner {
-            shared,
-            router,
-            endpoint,
-            version: RwLock::new(None),
-        });
+        let inner = Arc::new(SseInner { shared, router, endpoint, version: RwLock::new(None) });
         let stop = CancellationToken::new();
         tokio::spawn(read_stream(Arc::clone(&inner), body, stop.clone()));
         Ok(SseConn { inner, stop })
@@ -120,9 +112,7 @@ impl Drop for SseConn {
 /// Resolves the `endpoint` event's URI reference against the SSE URL and
 /// refuses another origin.
 pub(crate) fn resolve_endpoint(sse_url: &reqwest::Url, data: &str) -> Result<reqwest::Url, &'static str> {
-    let endpoint = sse_url
-        .join(data.trim())
-        .map_err(|_| "sent an endpoint that is not a valid URL")?;
+    let endpoint = sse_url.join(data.trim()).map_err(|_| "sent an endpoint that is not a valid URL")?;
     if !same_origin(sse_url, &endpoint) {
         return Err("sent an endpoint on another origin, which moat refuses");
     }
@@ -166,10 +156,7 @@ impl SseInner {
         if status.is_success() {
             Ok(())
         } else if status == reqwest::StatusCode::NOT_FOUND {
-            Err(Fail::SessionLost(format!(
-                "upstream `{}` no longer knows moat's session",
-                shared.name
-            )))
+            Err(Fail::SessionLost(format!("upstream `{}` no longer knows moat's session", shared.name)))
         } else {
             Err(shared.status_error(status))
         }
@@ -216,10 +203,7 @@ mod tests {
             resolve_endpoint(&sse, "/messages/?session_id=ab").unwrap().as_str(),
             "http://127.0.0.1:9/messages/?session_id=ab"
         );
-        assert_eq!(
-            resolve_endpoint(&sse, "messages?s=1").unwrap().as_str(),
-            "http://127.0.0.1:9/base/messages?s=1"
-        );
+        assert_eq!(resolve_endpoint(&sse, "messages?s=1").unwrap().as_str(), "http://127.0.0.1:9/base/messages?s=1");
         assert!(resolve_endpoint(&sse, "http://127.0.0.1:9/m").is_ok());
         assert!(resolve_endpoint(&sse, "http://evil.example/m").is_err());
         assert!(resolve_endpoint(&sse, "//evil.example/m").is_err());

@@ -83,14 +83,12 @@ impl StdioConn {
         if let Some(dir) = spec.cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            UpstreamError::Unavailable(format!("cannot start upstream `{name}`: {}", e.kind()))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| UpstreamError::Unavailable(format!("cannot start upstream `{name}`: {}", e.kind())))?;
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(UpstreamError::Unavailable(format!(
-                "cannot start upstream `{name}`: no pipes"
-            )));
+            return Err(UpstreamError::Unavailable(format!("cannot start upstream `{name}`: no pipes")));
         };
         tracing::info!(upstream = %name, pid = child.id(), "started upstream process");
         let stop = CancellationToken::new();
@@ -108,29 +106,11 @@ impl StdioConn {
         ));
         // Configured values may be credentials: never let the child's
         // stderr carry them into moat's log.
-        let secrets: Vec<String> = spec
-            .env
-            .values()
-            .filter(|v| v.len() >= MIN_REDACTED_LEN)
-            .cloned()
-            .collect();
+        let secrets: Vec<String> = spec.env.values().filter(|v| v.len() >= MIN_REDACTED_LEN).cloned().collect();
         tokio::spawn(read_stderr(Arc::clone(&name), stderr, secrets, stop.clone()));
-        tokio::spawn(supervise(
-            Arc::clone(&name),
-            child,
-            router,
-            stop.clone(),
-            reader,
-            done_tx,
-        ));
+        tokio::spawn(supervise(Arc::clone(&name), child, router, stop.clone(), reader, done_tx));
 
-        Ok(StdioConn {
-            name,
-            tx,
-            stop,
-            done,
-            max_message_bytes: spec.max_message_bytes,
-        })
+        Ok(StdioConn { name, tx, stop, done, max_message_bytes: spec.max_message_bytes })
     }
 
     /// Queues a message for the child's stdin.
@@ -142,10 +122,7 @@ impl StdioConn {
                 self.name, self.max_message_bytes
             ))));
         }
-        self.tx
-            .send(bytes)
-            .await
-            .map_err(|_| Fail::Died(format!("upstream `{}` is not running", self.name)))
+        self.tx.send(bytes).await.map_err(|_| Fail::Died(format!("upstream `{}` is not running", self.name)))
     }
 
     /// Queues a message without waiting (dropped if the queue is full).
@@ -277,9 +254,7 @@ async fn read_stderr(
 /// Control characters (terminal escapes, fake newlines) replaced: the text
 /// comes from an untrusted process and goes into moat's log.
 fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
-        .collect()
+    text.chars().map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c }).collect()
 }
 
 async fn supervise(

@@ -234,10 +234,7 @@ impl HttpInner {
     fn headers_for(&self, msg: &Message, state: &HttpState) -> Result<http::HeaderMap, Fail> {
         match state.era {
             Era::Modern => meta::modern_headers(msg).map_err(|why| {
-                Fail::Error(UpstreamError::Protocol(format!(
-                    "cannot send to upstream `{}`: {why}",
-                    self.shared.name
-                )))
+                Fail::Error(UpstreamError::Protocol(format!("cannot send to upstream `{}`: {why}", self.shared.name)))
             }),
             // `initialize` precedes the version and the session.
             Era::Legacy if msg.method_str() == "initialize" => Ok(http::HeaderMap::new()),
@@ -360,13 +357,9 @@ impl HttpInner {
         let status = resp.status();
         let name = &self.shared.name;
         let body = read_body_limited(resp, MAX_ERROR_BODY).await.ok().flatten();
-        let error = body
-            .as_deref()
-            .map(parse_messages)
-            .and_then(|(msgs, _)| msgs.into_iter().find(|m| m.error.is_some()));
-        let ours = error
-            .as_ref()
-            .is_some_and(|m| m.id.as_ref().and_then(Value::as_u64) == Some(id));
+        let error =
+            body.as_deref().map(parse_messages).and_then(|(msgs, _)| msgs.into_iter().find(|m| m.error.is_some()));
+        let ours = error.as_ref().is_some_and(|m| m.id.as_ref().and_then(Value::as_u64) == Some(id));
         let err_obj = error.and_then(|m| m.error);
         if matches!(status.as_u16(), 401 | 403) || status.is_server_error() || status.is_redirection() {
             return self.shared.status_error(status);
@@ -377,10 +370,9 @@ impl HttpInner {
                     return Fail::SessionLost(format!("upstream `{name}` no longer knows moat's session"));
                 }
                 match err_obj {
-                    Some(e) if e.code == code::UNSUPPORTED_PROTOCOL_VERSION => Fail::EraMismatch(format!(
-                        "upstream `{name}` no longer accepts protocol {}",
-                        state.version
-                    )),
+                    Some(e) if e.code == code::UNSUPPORTED_PROTOCOL_VERSION => {
+                        Fail::EraMismatch(format!("upstream `{name}` no longer accepts protocol {}", state.version))
+                    }
                     Some(e) => Fail::Error(UpstreamError::Rpc(e)),
                     None => self.shared.status_error(status),
                 }
@@ -401,17 +393,10 @@ impl HttpInner {
 /// The `subscriptions/listen` filter for what the server says can change.
 fn listen_filter(capabilities: &Value) -> serde_json::Map<String, Value> {
     let mut filter = serde_json::Map::new();
-    for (cap, key) in [
-        ("tools", "toolsListChanged"),
-        ("prompts", "promptsListChanged"),
-        ("resources", "resourcesListChanged"),
-    ] {
-        if capabilities
-            .get(cap)
-            .and_then(|c| c.get("listChanged"))
-            .and_then(Value::as_bool)
-            == Some(true)
-        {
+    for (cap, key) in
+        [("tools", "toolsListChanged"), ("prompts", "promptsListChanged"), ("resources", "resourcesListChanged")]
+    {
+        if capabilities.get(cap).and_then(|c| c.get("listChanged")).and_then(Value::as_bool) == Some(true) {
             filter.insert(key.into(), Value::Bool(true));
         }
     }
@@ -481,13 +466,8 @@ async fn listen_modern(inner: Arc<HttpInner>, stop: CancellationToken, filter: s
     let mut n: u64 = 0;
     loop {
         n += 1;
-        let (params, _) = meta::prepare_params(
-            Some(json!({"notifications": filter})),
-            Era::Modern,
-            None,
-            &inner.client_info,
-            None,
-        );
+        let (params, _) =
+            meta::prepare_params(Some(json!({"notifications": filter})), Era::Modern, None, &inner.client_info, None);
         let msg = Message::request(json!(format!("moat-listen-{n}")), "subscriptions/listen", params);
         let state = inner.state();
         let no_extra = http::HeaderMap::new();

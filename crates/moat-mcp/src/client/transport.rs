@@ -86,10 +86,7 @@ impl Conn {
     /// Tells the upstream to stop working on call `id` (best effort, never
     /// blocks: called from a destructor).
     pub(crate) fn cancel(&self, era: Era, id: u64, reason: &str) {
-        let msg = Message::notification(
-            "notifications/cancelled",
-            Some(json!({"requestId": id, "reason": reason})),
-        );
+        let msg = Message::notification("notifications/cancelled", Some(json!({"requestId": id, "reason": reason})));
         match self {
             Conn::Stdio(c) => c.try_send(&msg),
             // Modern HTTP: dropping the response stream is the cancellation.
@@ -183,13 +180,7 @@ impl HttpShared {
             v.set_sensitive(true);
             map.append(n.clone(), v);
         }
-        Ok(Arc::new(HttpShared {
-            name: Arc::clone(name),
-            client,
-            url,
-            headers: map,
-            max_message_bytes,
-        }))
+        Ok(Arc::new(HttpShared { name: Arc::clone(name), client, url, headers: map, max_message_bytes }))
     }
 
     /// An error naming the upstream for a failed HTTP exchange. Never

@@ -17,10 +17,7 @@ fn http_up(url: String, era: EraPreference) -> Upstream {
         "fake",
         UpstreamSpec::StreamableHttp {
             url,
-            headers: vec![(
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_static("Bearer fake-secret-value"),
-            )],
+            headers: vec![(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer fake-secret-value"))],
         },
         o,
     )
@@ -75,7 +72,9 @@ fn legacy_handler(state: Arc<Mutex<Legacy>>) -> impl Fn(FakeReq) -> FakeResp + S
                 assert!(body["params"].get("_meta").is_none(), "hop keys stripped: {body}");
                 result(&req, json!({"tools":[]}))
             }
-            _ => FakeResp::json(200, &json!({"jsonrpc":"2.0","id":body["id"],"error":{"code":-32601,"message":"nope"}})),
+            _ => {
+                FakeResp::json(200, &json!({"jsonrpc":"2.0","id":body["id"],"error":{"code":-32601,"message":"nope"}}))
+            }
         }
     }
 }
@@ -108,10 +107,7 @@ async fn a_lost_session_is_reinitialised_and_the_call_retried_once() {
 
 #[tokio::test]
 async fn a_session_that_keeps_vanishing_fails_after_one_retry() {
-    let state = Arc::new(Mutex::new(Legacy {
-        expire_every_call: true,
-        ..Legacy::default()
-    }));
+    let state = Arc::new(Mutex::new(Legacy { expire_every_call: true, ..Legacy::default() }));
     let addr = fake_http(legacy_handler(Arc::clone(&state))).await;
     let up = http_up(format!("http://{addr}/mcp"), EraPreference::Legacy);
     let err = up.request("tools/list", None, CallContext::default()).await.unwrap_err();
@@ -134,7 +130,9 @@ async fn modern_requests_carry_headers_and_meta_and_a_changed_era_is_reprobed() 
         if *l.lock().unwrap() {
             // Now a legacy-only server.
             return match method.as_str() {
-                "initialize" => result(&req, json!({"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"old"}})),
+                "initialize" => {
+                    result(&req, json!({"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"old"}}))
+                }
                 "notifications/initialized" => FakeResp::status(202),
                 "tools/call" if req.header("mcp-protocol-version") == Some("2025-11-25") => {
                     result(&req, json!({"content":[{"type":"text","text":"legacy"}]}))
@@ -146,19 +144,22 @@ async fn modern_requests_carry_headers_and_meta_and_a_changed_era_is_reprobed() 
             return FakeResp::status(405);
         }
         match method.as_str() {
-            "server/discover" => result(&req, json!({"supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},
-                "_meta":{"io.modelcontextprotocol/serverInfo":{"name":"new"}}})),
+            "server/discover" => result(
+                &req,
+                json!({"supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},
+                "_meta":{"io.modelcontextprotocol/serverInfo":{"name":"new"}}}),
+            ),
             "tools/call" => result(&req, json!({"content":[{"type":"text","text":"modern"}]})),
-            "unknown/method" => FakeResp::json(404, &json!({"jsonrpc":"2.0","id":body["id"],"error":{"code":-32601,"message":"Method not found"}})),
+            "unknown/method" => FakeResp::json(
+                404,
+                &json!({"jsonrpc":"2.0","id":body["id"],"error":{"code":-32601,"message":"Method not found"}}),
+            ),
             _ => FakeResp::status(400),
         }
     })
     .await;
     let up = http_up(format!("http://{addr}/mcp"), EraPreference::Auto);
-    let ctx = CallContext {
-        client_capabilities: Some(json!({"elicitation":{}})),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { client_capabilities: Some(json!({"elicitation":{}})), ..CallContext::default() };
     let r = up
         .request(
             "tools/call",
@@ -189,10 +190,7 @@ async fn modern_requests_carry_headers_and_meta_and_a_changed_era_is_reprobed() 
     assert!(matches!(err, UpstreamError::Rpc(ref e) if e.code == -32601), "{err:?}");
     // The server is replaced by a legacy one: the era is probed again.
     *legacy_now.lock().unwrap() = true;
-    let r = up
-        .request("tools/call", Some(json!({"name":"x","arguments":{}})), CallContext::default())
-        .await
-        .unwrap();
+    let r = up.request("tools/call", Some(json!({"name":"x","arguments":{}})), CallContext::default()).await.unwrap();
     assert_eq!(r["content"][0]["text"], "legacy");
     assert_eq!(up.hello().unwrap().era, Era::Legacy);
     up.shutdown().await;
@@ -223,10 +221,7 @@ async fn garbage_hangs_and_oversize_bodies_fail_cleanly() {
     let err = up.connect().await.unwrap_err();
     assert!(matches!(err, UpstreamError::Unavailable(_) | UpstreamError::Timeout), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let ctx = CallContext {
-        timeout: Some(Duration::from_millis(300)),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { timeout: Some(Duration::from_millis(300)), ..CallContext::default() };
     assert!(up.request("tools/list", None, ctx).await.is_err());
     up.shutdown().await;
 
@@ -238,7 +233,10 @@ async fn garbage_hangs_and_oversize_bodies_fail_cleanly() {
         match method.as_str() {
             "server/discover" => result(&req, json!({"supportedVersions":["2026-07-28"],"capabilities":{}})),
             _ if *b.lock().unwrap() => {
-                let mut r = FakeResp::json(200, &json!({"jsonrpc":"2.0","id":req.json()["id"],"result":{"x":"y".repeat(100_000)}}));
+                let mut r = FakeResp::json(
+                    200,
+                    &json!({"jsonrpc":"2.0","id":req.json()["id"],"result":{"x":"y".repeat(100_000)}}),
+                );
                 r.body.extend_from_slice(b" ");
                 r
             }
@@ -252,7 +250,8 @@ async fn garbage_hangs_and_oversize_bodies_fail_cleanly() {
     .await;
     let mut o = opts(EraPreference::Auto);
     o.max_message_bytes = 50_000;
-    let up = Upstream::new("fake", UpstreamSpec::StreamableHttp { url: format!("http://{addr}/mcp"), headers: vec![] }, o);
+    let up =
+        Upstream::new("fake", UpstreamSpec::StreamableHttp { url: format!("http://{addr}/mcp"), headers: vec![] }, o);
     let err = up.request("tools/list", None, CallContext::default()).await.unwrap_err();
     assert!(matches!(&err, UpstreamError::Protocol(m) if m.contains("fake")), "{err:?}");
     *big.lock().unwrap() = true;
@@ -271,10 +270,7 @@ async fn an_sse_endpoint_on_another_origin_is_refused() {
     .await;
     let up = Upstream::new(
         "fakesse",
-        UpstreamSpec::Sse {
-            url: format!("http://{addr}/sse"),
-            headers: vec![],
-        },
+        UpstreamSpec::Sse { url: format!("http://{addr}/sse"), headers: vec![] },
         opts(EraPreference::Auto),
     );
     let err = up.connect().await.unwrap_err();
@@ -316,12 +312,8 @@ async fn modern_tools_with_invalid_header_annotations_are_excluded() {
     let list = up.request("tools/list", None, CallContext::default()).await.unwrap();
     let names: Vec<&str> = list["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
     assert_eq!(names, ["good", "plain"]);
-    up.request("tools/call", Some(json!({"name":"good","arguments":{"n":42}})), CallContext::default())
-        .await
-        .unwrap();
-    let seen = seen.lock().unwrap();
-    let call = seen.iter().find(|r| r.json()["method"] == "tools/call").unwrap();
+    up.request("tools/call", Some(json!({"name":"good","arguments":{"n":42}})), CallContext::default()).await.unwrap();
+    let call = seen.lock().unwrap().iter().find(|r| r.json()["method"] == "tools/call").cloned().unwrap();
     assert_eq!(call.header("mcp-param-n"), Some("42"));
-    drop(seen);
     up.shutdown().await;
 }

@@ -13,10 +13,7 @@ fn http_upstream(url: String, era: EraPreference) -> Upstream {
         "pyfix",
         UpstreamSpec::StreamableHttp {
             url,
-            headers: vec![(
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_static("Bearer test-credential"),
-            )],
+            headers: vec![(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer test-credential"))],
         },
         opts(era),
     )
@@ -49,11 +46,7 @@ async fn exercise(up: &Upstream, expect: Era) {
     assert_eq!(first_text(&r), "héllo");
 
     let (tx, mut rx) = mpsc::channel(32);
-    let ctx = CallContext {
-        progress: Some(tx),
-        client_capabilities: Some(json!({})),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { progress: Some(tx), client_capabilities: Some(json!({})), ..CallContext::default() };
     let r = up
         .request(
             "tools/call",
@@ -76,9 +69,8 @@ async fn exercise(up: &Upstream, expect: Era) {
     let prompt = call(up, "prompts/get", Some(json!({"name":"greet","arguments":{"name":"moat"}}))).await;
     assert!(prompt["messages"][0]["content"]["text"].as_str().unwrap().contains("Hello, moat!"));
 
-    let err = up
-        .request("tools/call", Some(json!({"name":"no-such-tool","arguments":{}})), CallContext::default())
-        .await;
+    let err =
+        up.request("tools/call", Some(json!({"name":"no-such-tool","arguments":{}})), CallContext::default()).await;
     // An unknown tool is a JSON-RPC error or an error result, passed through.
     match err {
         Err(UpstreamError::Rpc(_)) => {}
@@ -93,14 +85,9 @@ async fn exercise(up: &Upstream, expect: Era) {
     assert!(list_changed(&mut events).await, "no list_changed event");
 
     // A timed-out call is cancelled upstream.
-    let ctx = CallContext {
-        timeout: Some(Duration::from_millis(300)),
-        ..CallContext::default()
-    };
-    let err = up
-        .request("tools/call", Some(json!({"name":"sleep","arguments":{"seconds":20}})), ctx)
-        .await
-        .unwrap_err();
+    let ctx = CallContext { timeout: Some(Duration::from_millis(300)), ..CallContext::default() };
+    let err =
+        up.request("tools/call", Some(json!({"name":"sleep","arguments":{"seconds":20}})), ctx).await.unwrap_err();
     assert_eq!(err, UpstreamError::Timeout);
     let mut cancelled = 0;
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -168,7 +155,8 @@ async fn many_concurrent_calls_share_one_upstream() {
     let calls = (0..20).map(|i| {
         let up = up.clone();
         async move {
-            let r = call(&up, "tools/call", Some(json!({"name":"echo","arguments":{"message": format!("m{i}")}}))).await;
+            let r =
+                call(&up, "tools/call", Some(json!({"name":"echo","arguments":{"message": format!("m{i}")}}))).await;
             assert_eq!(first_text(&r), format!("m{i}"));
         }
     });

@@ -4,6 +4,9 @@
 //! `MOAT_TEST_EVERYTHING` and `MOAT_TEST_PYTHON`; a test whose peer is not
 //! configured prints "skipped: …" and passes.
 
+// Test helpers outside `#[test]` functions panic on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod fakes;
 mod http;
 mod sse;

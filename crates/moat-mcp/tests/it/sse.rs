@@ -12,14 +12,8 @@ use crate::support::{PyServer, call, first_text, opts, python};
 async fn sse_transport_against_the_python_sdk() {
     let Some(py) = python() else { return };
     let srv = PyServer::start(&py, &["sse"]).await;
-    let up = Upstream::new(
-        "pysse",
-        UpstreamSpec::Sse {
-            url: srv.sse_url(),
-            headers: vec![],
-        },
-        opts(EraPreference::Auto),
-    );
+    let up =
+        Upstream::new("pysse", UpstreamSpec::Sse { url: srv.sse_url(), headers: vec![] }, opts(EraPreference::Auto));
     up.connect().await.unwrap();
     let hello = up.hello().unwrap();
     assert_eq!(hello.era, Era::Legacy);
@@ -31,10 +25,7 @@ async fn sse_transport_against_the_python_sdk() {
     assert_eq!(first_text(&r), "over sse");
 
     let (tx, mut rx) = mpsc::channel(16);
-    let ctx = CallContext {
-        progress: Some(tx),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { progress: Some(tx), ..CallContext::default() };
     let r = up
         .request("tools/call", Some(json!({"name":"slow","arguments":{"steps":2},"_meta":{"progressToken":5}})), ctx)
         .await
@@ -64,14 +55,8 @@ async fn a_dead_sse_stream_is_reopened_and_initialised_again() {
     let Some(py) = python() else { return };
     let srv = PyServer::start(&py, &["sse"]).await;
     let port = srv.port.to_string();
-    let up = Upstream::new(
-        "pysse",
-        UpstreamSpec::Sse {
-            url: srv.sse_url(),
-            headers: vec![],
-        },
-        opts(EraPreference::Auto),
-    );
+    let up =
+        Upstream::new("pysse", UpstreamSpec::Sse { url: srv.sse_url(), headers: vec![] }, opts(EraPreference::Auto));
     call(&up, "tools/list", None).await;
     let mut events = up.events();
     srv.stop().await;

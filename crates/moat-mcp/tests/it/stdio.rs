@@ -29,10 +29,7 @@ async fn everything_lists_calls_reads_and_prompts() {
 
     // Progress comes back with the caller's own token.
     let (tx, mut rx) = mpsc::channel(16);
-    let ctx = CallContext {
-        progress: Some(tx),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { progress: Some(tx), ..CallContext::default() };
     let done = up
         .request(
             "tools/call",
@@ -68,7 +65,11 @@ async fn everything_lists_calls_reads_and_prompts() {
     // A downstream client's hop keys never reach a legacy upstream, and an
     // unknown method's error passes through.
     let err = up
-        .request("no/such", Some(json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "x"}})), CallContext::default())
+        .request(
+            "no/such",
+            Some(json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "x"}})),
+            CallContext::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::Rpc(ref e) if e.code == -32601), "{err:?}");
@@ -137,7 +138,10 @@ async fn a_legacy_only_server_refuses_forced_modern() {
     let Some(path) = everything() else { return };
     let up = Upstream::new("everything", stdio_spec("node", &[&path, "stdio"], &[]), opts(EraPreference::Modern));
     let err = up.connect().await.unwrap_err();
-    assert!(matches!(&err, UpstreamError::Unavailable(m) if m.contains("everything") && m.contains("2026-07-28")), "{err:?}");
+    assert!(
+        matches!(&err, UpstreamError::Unavailable(m) if m.contains("everything") && m.contains("2026-07-28")),
+        "{err:?}"
+    );
     up.shutdown().await;
 }
 
@@ -171,10 +175,7 @@ async fn ids_are_remapped_and_answers_may_overtake() {
     assert_eq!(fast.unwrap(), json!({"slept": 10}));
     // Progress tokens are rewritten upstream and restored downstream.
     let (tx, mut rx) = mpsc::channel(8);
-    let ctx = CallContext {
-        progress: Some(tx),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { progress: Some(tx), ..CallContext::default() };
     let r = up.request("progress", Some(json!({"n": 2, "_meta": {"progressToken": 99}})), ctx).await.unwrap();
     assert!(r["token_seen"].as_str().is_some_and(|t| t.starts_with("moat-")), "{r}");
     assert_eq!(rx.recv().await.unwrap(), json!({"progressToken": 99, "progress": 1}));
@@ -190,10 +191,7 @@ async fn timeouts_and_dropped_calls_cancel_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let up = fake(&log, &py, EraPreference::Legacy, |_| {});
-    let ctx = CallContext {
-        timeout: Some(Duration::from_millis(200)),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { timeout: Some(Duration::from_millis(200)), ..CallContext::default() };
     let err = up.request("sleep", Some(json!({"ms": 5000})), ctx).await.unwrap_err();
     assert_eq!(err, UpstreamError::Timeout);
     eventually(5, "a cancellation for the timed-out call", || {
@@ -220,12 +218,10 @@ async fn concurrency_is_bounded_per_upstream() {
     let up = fake(&log, &py, EraPreference::Legacy, |o| o.max_concurrency = 1);
     up.connect().await.unwrap();
     let busy = up.clone();
-    let first = tokio::spawn(async move { busy.request("sleep", Some(json!({"ms": 1000})), CallContext::default()).await });
+    let first =
+        tokio::spawn(async move { busy.request("sleep", Some(json!({"ms": 1000})), CallContext::default()).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let ctx = CallContext {
-        timeout: Some(Duration::from_millis(200)),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { timeout: Some(Duration::from_millis(200)), ..CallContext::default() };
     assert_eq!(up.request("ping", None, ctx).await, Err(UpstreamError::Busy));
     assert!(first.await.unwrap().is_ok());
     call(&up, "ping", None).await;
@@ -278,7 +274,11 @@ async fn a_crash_mid_tool_call_is_not_retried_but_reads_restart() {
 async fn garbage_then_silence_fails_the_start_without_panic() {
     let mut o = opts(EraPreference::Legacy);
     o.connect_timeout = Duration::from_millis(500);
-    let up = Upstream::new("garbage", stdio_spec("sh", &["-c", "echo garbage; echo '{\"jsonrpc\":1}'; exec sleep 30"], &[]), o);
+    let up = Upstream::new(
+        "garbage",
+        stdio_spec("sh", &["-c", "echo garbage; echo '{\"jsonrpc\":1}'; exec sleep 30"], &[]),
+        o,
+    );
     let err = up.connect().await.unwrap_err();
     assert!(matches!(&err, UpstreamError::Unavailable(m) if m.contains("garbage")), "{err:?}");
     let started = std::time::Instant::now();
@@ -320,10 +320,7 @@ async fn auto_detects_a_modern_stdio_server() {
     let r = call(&up, "tools/call", Some(json!({"name":"echo","arguments":{"message":"stdio modern"}}))).await;
     assert_eq!(first_text(&r), "stdio modern");
     let (tx, mut rx) = mpsc::channel(16);
-    let ctx = CallContext {
-        progress: Some(tx),
-        ..CallContext::default()
-    };
+    let ctx = CallContext { progress: Some(tx), ..CallContext::default() };
     let r = up
         .request("tools/call", Some(json!({"name":"slow","arguments":{"steps":2},"_meta":{"progressToken":"m"}})), ctx)
         .await

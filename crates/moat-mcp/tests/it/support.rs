@@ -37,11 +37,7 @@ fn peer(var: &str) -> Option<String> {
 
 /// A file under `tests/fixtures/`.
 pub fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).to_string_lossy().into_owned()
 }
 
 /// Options with short deadlines for tests.
@@ -153,11 +149,7 @@ pub struct FakeResp {
 impl FakeResp {
     /// A status with no body.
     pub fn status(status: u16) -> Self {
-        FakeResp {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        FakeResp { status, headers: Vec::new(), body: Vec::new() }
     }
 
     /// A JSON body.
@@ -231,12 +223,7 @@ where
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    let resp = handler(FakeReq {
-        method,
-        path,
-        headers,
-        body,
-    });
+    let resp = handler(FakeReq { method, path, headers, body });
     let mut out = format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n", resp.status, resp.body.len());
     for (k, v) in &resp.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
