@@ -53,11 +53,7 @@ pub struct ErrorObject {
 impl ErrorObject {
     /// An error with no data.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            data: None,
-        }
+        Self { code, message: message.into(), data: None }
     }
     /// Attaches structured data.
     pub fn with_data(mut self, data: Value) -> Self {
@@ -135,8 +131,8 @@ impl Message {
         if !value.is_object() {
             return Err(ShapeError::Invalid("expected a JSON object"));
         }
-        let msg: Message = serde_json::from_value(value)
-            .map_err(|_| ShapeError::Invalid("a member has the wrong type"))?;
+        let msg: Message =
+            serde_json::from_value(value).map_err(|_| ShapeError::Invalid("a member has the wrong type"))?;
         msg.validate()?;
         Ok(msg)
     }
@@ -153,9 +149,7 @@ impl Message {
         match (&self.method, &self.result, &self.error) {
             (Some(m), None, None) if !m.is_empty() => {}
             (Some(_), _, _) => {
-                return Err(ShapeError::Invalid(
-                    "a request carries `method` and no `result` or `error`",
-                ));
+                return Err(ShapeError::Invalid("a request carries `method` and no `result` or `error`"));
             }
             (None, Some(_), None) | (None, None, Some(_)) => {
                 if self.id.is_none() {

@@ -28,12 +28,7 @@ pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// The per-request `_meta` keys that describe the hop, not the call: a
 /// gateway rewrites these for each upstream instead of forwarding them.
-pub const HOP_META_KEYS: &[&str] = &[
-    META_PROTOCOL_VERSION,
-    META_CLIENT_CAPABILITIES,
-    META_CLIENT_INFO,
-    META_LOG_LEVEL,
-];
+pub const HOP_META_KEYS: &[&str] = &[META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL];
 
 /// HTTP header: protocol version.
 pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -56,9 +51,7 @@ pub fn is_modern(version: &str) -> bool {
 /// The legacy version to answer an `initialize` asking for `requested`: the
 /// same when supported, else the newest legacy version.
 pub fn negotiate_legacy(requested: Option<&str>) -> &'static str {
-    requested
-        .and_then(|r| LEGACY_VERSIONS.iter().find(|v| **v == r).copied())
-        .unwrap_or(LEGACY_LATEST)
+    requested.and_then(|r| LEGACY_VERSIONS.iter().find(|v| **v == r).copied()).unwrap_or(LEGACY_LATEST)
 }
 
 /// Methods whose `Mcp-Name` header mirrors a body field, and which field.
@@ -100,10 +93,7 @@ pub fn encode_header_value(value: &str) -> String {
     if plain {
         value.to_owned()
     } else {
-        format!(
-            "=?base64?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
-        )
+        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(value.as_bytes()))
     }
 }
 

@@ -19,10 +19,7 @@ pub struct Event {
 impl Event {
     /// A `message` event carrying `data`.
     pub fn message(data: impl Into<String>) -> Self {
-        Self {
-            data: data.into(),
-            ..Self::default()
-        }
+        Self { data: data.into(), ..Self::default() }
     }
 
     /// Encodes the event. Data containing newlines is split over several
@@ -76,13 +73,7 @@ pub struct TooLarge(pub usize);
 impl Decoder {
     /// A decoder that refuses events larger than `max_event_bytes`.
     pub fn new(max_event_bytes: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            current: Event::default(),
-            has_data: false,
-            pending_bytes: 0,
-            max_event_bytes,
-        }
+        Self { buf: BytesMut::new(), current: Event::default(), has_data: false, pending_bytes: 0, max_event_bytes }
     }
 
     /// Feeds bytes and returns every event completed by them.
@@ -149,12 +140,7 @@ mod tests {
 
     #[test]
     fn encodes_multiline_data() {
-        let ev = Event {
-            id: Some("s1:3".into()),
-            event: None,
-            data: "a\nb".into(),
-            retry: None,
-        };
+        let ev = Event { id: Some("s1:3".into()), event: None, data: "a\nb".into(), retry: None };
         assert_eq!(ev.encode(), "id: s1:3\ndata: a\ndata: b\n\n");
     }
 
@@ -162,7 +148,9 @@ mod tests {
     fn decodes_across_chunk_boundaries_and_line_endings() {
         let mut d = Decoder::new(1 << 20);
         let mut all = Vec::new();
-        for chunk in [&b"event: endpoint\r"[..], b"\ndata: /messages?x=1\r\n\r\n: ping\n\nid: 7\ndata: {\"a\"", b":1}\n\n"] {
+        for chunk in
+            [&b"event: endpoint\r"[..], b"\ndata: /messages?x=1\r\n\r\n: ping\n\nid: 7\ndata: {\"a\"", b":1}\n\n"]
+        {
             all.extend(d.feed(chunk).unwrap());
         }
         assert_eq!(all.len(), 2);
@@ -174,12 +162,7 @@ mod tests {
 
     #[test]
     fn round_trips_encoded_events() {
-        let ev = Event {
-            id: Some("1".into()),
-            event: Some("message".into()),
-            data: "x\ny".into(),
-            retry: Some(100),
-        };
+        let ev = Event { id: Some("1".into()), event: Some("message".into()), data: "x\ny".into(), retry: Some(100) };
         let mut d = Decoder::new(1024);
         assert_eq!(d.feed(ev.encode().as_bytes()).unwrap(), vec![ev]);
     }

@@ -10,7 +10,7 @@ use crate::telemetry;
 use crate::upstreams::{ServerEntry, list_method};
 use base64::Engine as _;
 use moat_core::Principal;
-use moat_mcp::client::{CallContext, UpstreamError};
+use moat_mcp::client::{CallContext, ServerRequest, UpstreamError};
 use moat_mcp::jsonrpc::code;
 use moat_mcp::{ErrorObject, Message, protocol};
 use moat_store::{AuditEvent, AuditResult};
@@ -56,6 +56,9 @@ pub struct CallCtx {
     pub meta: RequestMeta,
     /// Where request-related notifications (progress, log messages) go.
     pub notify: Option<mpsc::Sender<Message>>,
+    /// The legacy session, whose client can answer relayed server-to-client
+    /// requests (sampling, elicitation, roots) on `notify`'s stream.
+    pub session: Option<Arc<super::session::Session>>,
 }
 
 fn err(code: i64, message: impl Into<String>) -> ErrorObject {
@@ -258,7 +261,45 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
 }
 
 fn call_context(ctx: &CallCtx, progress: Option<mpsc::Sender<Value>>) -> CallContext {
-    CallContext { timeout: None, progress, client_capabilities: ctx.client_caps.clone() }
+    CallContext { timeout: None, progress, client_capabilities: ctx.client_caps.clone(), server_requests: None }
+}
+
+/// The client capability a server-to-client request needs.
+fn needed_capability(method: &str) -> Option<&'static str> {
+    match method {
+        "sampling/createMessage" => Some("sampling"),
+        "elicitation/create" => Some("elicitation"),
+        "roots/list" => Some("roots"),
+        _ => None,
+    }
+}
+
+/// Relays the upstream's server-to-client requests of one call to the
+/// downstream client of a legacy session, on the call's own stream.
+fn relay_server_requests(ctx: &CallCtx) -> Option<mpsc::Sender<ServerRequest>> {
+    let (session, out) = (ctx.session.clone()?, ctx.notify.clone()?);
+    let caps = ctx.client_caps.clone().unwrap_or(Value::Null);
+    let timeout = ctx.app.cfg.call_timeout;
+    let (tx, mut rx) = mpsc::channel::<ServerRequest>(8);
+    tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            if let Some(cap) = needed_capability(&req.method)
+                && caps.get(cap).is_none()
+            {
+                let _ = req.reply.send(Err(err(
+                    code::METHOD_NOT_FOUND,
+                    format!("the client did not declare the `{cap}` capability"),
+                )));
+                continue;
+            }
+            let (session, out) = (session.clone(), out.clone());
+            tokio::spawn(async move {
+                let result = session.request_client(&out, &req.method, req.params, timeout).await;
+                let _ = req.reply.send(result);
+            });
+        }
+    });
+    Some(tx)
 }
 
 /// Which namespaced member addresses the server, per method.
@@ -382,7 +423,9 @@ async fn forward(
         }
         None => (None, None),
     };
-    let result = entry.upstream.request(method, params, call_context(ctx, progress_tx)).await;
+    let mut call = call_context(ctx, progress_tx);
+    call.server_requests = relay_server_requests(ctx);
+    let result = entry.upstream.request(method, params, call).await;
     if let Some(relay) = relay {
         // The sender side is gone with the call: the relay drains and ends.
         let _ = relay.await;
@@ -437,7 +480,7 @@ async fn aggregate_list(ctx: &CallCtx, method: &str, params: Option<&Value>) -> 
         if entry.is_unhealthy() && this_cursor.is_none() {
             continue;
         }
-        let cx = CallContext { timeout: Some(timeout), progress: None, client_capabilities: ctx.client_caps.clone() };
+        let cx = CallContext { timeout: Some(timeout), ..call_context(ctx, None) };
         let page = match ctx.app.pool.list_page(entry, method, this_cursor, cx).await {
             Ok(page) => page,
             Err(UpstreamError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => continue,

@@ -272,6 +272,7 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
         client_caps: caps,
         meta: caller.meta,
         notify: None,
+        session: None,
     };
     if method == "subscriptions/listen" {
         return super::notify::listen(ctx, msg).await;
@@ -331,6 +332,7 @@ async fn initialize(app: App, caller: Caller, msg: Message) -> Response {
         client_caps: Some(caps.clone()),
         meta: caller.meta.clone(),
         notify: None,
+        session: None,
     };
     let started = std::time::Instant::now();
     let result = initialize_result(&ctx, version).await;
@@ -392,7 +394,10 @@ async fn legacy(app: App, caller: Caller, headers: &HeaderMap, msg: Message, sid
         );
     }
     match msg.kind() {
-        Kind::Response => return accepted(),
+        Kind::Response => {
+            session.complete_client_request(&msg);
+            return accepted();
+        }
         Kind::Notification => {
             client_notification(&session, &msg);
             return accepted();
@@ -443,7 +448,7 @@ async fn legacy(app: App, caller: Caller, headers: &HeaderMap, msg: Message, sid
 }
 
 /// A dispatch context for a request inside a legacy session.
-pub fn legacy_ctx(app: &App, session: &Session, meta: RequestMeta) -> CallCtx {
+pub fn legacy_ctx(app: &App, session: &Arc<Session>, meta: RequestMeta) -> CallCtx {
     CallCtx {
         app: app.clone(),
         principal: session.principal.clone(),
@@ -453,6 +458,7 @@ pub fn legacy_ctx(app: &App, session: &Session, meta: RequestMeta) -> CallCtx {
         client_caps: Some(session.caps()),
         meta,
         notify: None,
+        session: Some(session.clone()),
     }
 }
 

@@ -120,7 +120,10 @@ pub async fn post_message(
         Err(resp) => return resp,
     };
     match msg.kind() {
-        Kind::Response => return accepted(),
+        Kind::Response => {
+            session.complete_client_request(&msg);
+            return accepted();
+        }
         Kind::Notification => {
             client_notification(&session, &msg);
             return accepted();

@@ -156,6 +156,8 @@ pub struct Session {
     streams: Mutex<VecDeque<Arc<EventLog>>>,
     general: Mutex<Option<Arc<EventLog>>>,
     inflight: Mutex<HashMap<String, CancellationToken>>,
+    client_requests: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Result<Value, moat_mcp::ErrorObject>>>>,
+    next_client_request: AtomicU64,
 }
 
 impl Session {
@@ -249,6 +251,54 @@ impl Session {
         token.map(|t| t.cancel()).is_some()
     }
 
+    /// Sends a server-to-client request (relayed from an upstream) down
+    /// `out` — the stream of the call it belongs to — and waits for the
+    /// client's response, at most `timeout`.
+    pub async fn request_client(
+        &self,
+        out: &mpsc::Sender<Message>,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, moat_mcp::ErrorObject> {
+        use moat_mcp::ErrorObject;
+        use moat_mcp::jsonrpc::code;
+        let id = format!("moat-{}", self.next_client_request.fetch_add(1, Ordering::Relaxed) + 1);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut m) = self.client_requests.lock() {
+            m.insert(id.clone(), tx);
+        }
+        let forget = |id: &str| {
+            if let Ok(mut m) = self.client_requests.lock() {
+                m.remove(id);
+            }
+        };
+        if out.send(Message::request(Value::String(id.clone()), method, params)).await.is_err() {
+            forget(&id);
+            return Err(ErrorObject::new(code::INTERNAL_ERROR, "the client's stream is closed"));
+        }
+        let outcome = tokio::select! {
+            r = rx => r.unwrap_or_else(|_| Err(ErrorObject::new(code::INTERNAL_ERROR, "the session ended"))),
+            () = tokio::time::sleep(timeout) => Err(ErrorObject::new(code::INTERNAL_ERROR, "the client did not answer in time")),
+            () = self.closed.cancelled() => Err(ErrorObject::new(code::INTERNAL_ERROR, "the session ended")),
+        };
+        forget(&id);
+        outcome
+    }
+
+    /// Delivers a client's response to a relayed request. False when no
+    /// such request is waiting.
+    pub fn complete_client_request(&self, msg: &Message) -> bool {
+        let Some(id) = msg.id.as_ref().and_then(Value::as_str) else { return false };
+        let Some(tx) = self.client_requests.lock().ok().and_then(|mut m| m.remove(id)) else { return false };
+        let outcome = match (&msg.result, &msg.error) {
+            (Some(r), _) => Ok(r.clone()),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err(moat_mcp::ErrorObject::new(moat_mcp::jsonrpc::code::INTERNAL_ERROR, "empty response")),
+        };
+        tx.send(outcome).is_ok()
+    }
+
     fn end(&self) {
         self.closed.cancel();
         if let Ok(mut m) = self.inflight.lock() {
@@ -312,6 +362,8 @@ impl SessionStore {
             streams: Mutex::new(VecDeque::new()),
             general: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
+            client_requests: Mutex::new(HashMap::new()),
+            next_client_request: AtomicU64::new(0),
         });
         if let Ok(mut m) = self.sessions.write() {
             if m.len() >= self.max {

@@ -166,6 +166,22 @@ pub struct CallContext {
     /// The downstream client's capabilities, sent to modern upstreams in
     /// `_meta` (default `{}`).
     pub client_capabilities: Option<Value>,
+    /// Receives the server-to-client requests (sampling, elicitation,
+    /// roots) a legacy upstream makes while serving this call; the gateway
+    /// relays them to the downstream client and answers through
+    /// [`ServerRequest::reply`]. Without it they are refused with -32601.
+    pub server_requests: Option<mpsc::Sender<ServerRequest>>,
+}
+
+/// A request the upstream sent to the client while serving a call.
+#[derive(Debug)]
+pub struct ServerRequest {
+    /// Its method, e.g. `elicitation/create`.
+    pub method: String,
+    /// Its params, untouched.
+    pub params: Option<Value>,
+    /// Where the client's result (or error) goes.
+    pub reply: tokio::sync::oneshot::Sender<Result<Value, ErrorObject>>,
 }
 
 /// Something the upstream did that is not the answer to a call.
@@ -706,7 +722,7 @@ impl Inner {
         };
         let outcome = tokio::time::timeout_at(
             probe_deadline,
-            transport::raw_call(&session.conn, &session.router, id, msg, None, &http::HeaderMap::new()),
+            transport::raw_call(&session.conn, &session.router, id, msg, None, None, &http::HeaderMap::new()),
         )
         .await;
         session.conn.set_era(Era::Legacy, protocol::LEGACY_LATEST);
@@ -736,7 +752,7 @@ impl Inner {
         );
         let resp = tokio::time::timeout_at(
             deadline,
-            transport::raw_call(&session.conn, &session.router, id, msg, None, &http::HeaderMap::new()),
+            transport::raw_call(&session.conn, &session.router, id, msg, None, None, &http::HeaderMap::new()),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)?
@@ -854,7 +870,15 @@ impl Inner {
             reason: "the request was cancelled by the client",
             armed: true,
         };
-        let call = transport::raw_call(&session.conn, &session.router, id, msg, ctx.progress.clone(), &extra);
+        let call = transport::raw_call(
+            &session.conn,
+            &session.router,
+            id,
+            msg,
+            ctx.progress.clone(),
+            ctx.server_requests.clone(),
+            &extra,
+        );
         match tokio::time::timeout_at(deadline, call).await {
             Ok(outcome) => {
                 guard.armed = false;

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::UpstreamEvent;
 use super::transport::Fail;
+use super::{ServerRequest, UpstreamEvent};
 use crate::jsonrpc::{ErrorObject, Kind, Message, code};
 
 /// The answer slot of one call.
@@ -19,6 +19,15 @@ pub(crate) type Answer = Result<Message, Fail>;
 
 struct PendingCall {
     tx: oneshot::Sender<Answer>,
+    requests: Option<mpsc::Sender<ServerRequest>>,
+}
+
+/// The reply to a server-to-client request: ready now (`ping`, a refusal)
+/// or once the downstream client answered.
+pub(crate) type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = Message> + Send>>;
+
+fn ready(msg: Message) -> Reply {
+    Box::pin(std::future::ready(msg))
 }
 
 struct TokenRoute {
@@ -70,14 +79,14 @@ impl Router {
     pub(crate) fn register(
         &self,
         id: u64,
-        _progress: Option<mpsc::Sender<Value>>,
+        requests: Option<mpsc::Sender<ServerRequest>>,
     ) -> Result<oneshot::Receiver<Answer>, Fail> {
         let (tx, rx) = oneshot::channel();
         let mut st = self.state();
         if st.dead.is_some() {
             return Err(Fail::Died(format!("upstream `{}` is not running", self.name)));
         }
-        st.calls.insert(id, PendingCall { tx });
+        st.calls.insert(id, PendingCall { tx, requests });
         Ok(rx)
     }
 
@@ -144,10 +153,16 @@ impl Router {
     }
 
     /// Routes one incoming message. `stream` is the progress channel of the
-    /// call whose HTTP response stream carried it, if any: request-related
-    /// `notifications/message` go there. Returns the reply to send for a
-    /// server-to-client request.
-    pub(crate) fn dispatch(&self, msg: Message, stream: Option<&mpsc::Sender<Value>>) -> Option<Message> {
+    /// call whose HTTP response stream carried it, and `call` that call's
+    /// upstream id, if any: request-related `notifications/message` and
+    /// server-to-client requests go to that call. Returns the reply to send
+    /// for a server-to-client request.
+    pub(crate) fn dispatch(
+        &self,
+        msg: Message,
+        stream: Option<&mpsc::Sender<Value>>,
+        call: Option<u64>,
+    ) -> Option<Reply> {
         match msg.kind() {
             Kind::Response => {
                 self.answer(msg);
@@ -157,7 +172,7 @@ impl Router {
                 self.notification(msg, stream);
                 None
             }
-            Kind::Request => Some(self.server_request(&msg)),
+            Kind::Request => Some(self.server_request(msg, call)),
         }
     }
 
@@ -208,17 +223,55 @@ impl Router {
         }
     }
 
-    fn server_request(&self, msg: &Message) -> Message {
+    /// A server-to-client request (sampling, elicitation, roots, …) goes to
+    /// the downstream client of the call it belongs to: the call whose
+    /// response stream carried it, or, where the transport cannot tell
+    /// (stdio, HTTP+SSE, a GET stream), the only call waiting with a
+    /// handler. Never a guess between callers: a request meant for one
+    /// user's client must not reach another's.
+    fn server_request(&self, msg: Message, call: Option<u64>) -> Reply {
         let id = msg.id.clone().unwrap_or(Value::Null);
         if msg.method_str() == "ping" {
-            return Message::response(id, json!({}));
+            return ready(Message::response(id, json!({})));
         }
-        tracing::info!(
-            upstream = %self.name,
-            method = msg.method_str(),
-            "refused a server-to-client request"
-        );
-        Message::error_response(Some(id), ErrorObject::new(code::METHOD_NOT_FOUND, "not supported through the gateway"))
+        let sink = {
+            let st = self.state();
+            match call {
+                Some(c) => st.calls.get(&c).and_then(|p| p.requests.clone()),
+                None => {
+                    let mut handlers = st.calls.values().filter_map(|p| p.requests.clone());
+                    match (handlers.next(), handlers.next()) {
+                        (Some(only), None) => Some(only),
+                        _ => None,
+                    }
+                }
+            }
+        };
+        let Some(sink) = sink else {
+            tracing::info!(upstream = %self.name, method = msg.method_str(), "refused a server-to-client request");
+            return ready(Message::error_response(
+                Some(id),
+                ErrorObject::new(code::METHOD_NOT_FOUND, "not supported through the gateway for this call"),
+            ));
+        };
+        let (tx, rx) = oneshot::channel();
+        let request = ServerRequest { method: msg.method_str().to_owned(), params: msg.params, reply: tx };
+        if sink.try_send(request).is_err() {
+            return ready(Message::error_response(
+                Some(id),
+                ErrorObject::new(code::INTERNAL_ERROR, "the client is not reading server requests"),
+            ));
+        }
+        Box::pin(async move {
+            match rx.await {
+                Ok(Ok(result)) => Message::response(id, result),
+                Ok(Err(e)) => Message::error_response(Some(id), e),
+                Err(_) => Message::error_response(
+                    Some(id),
+                    ErrorObject::new(code::INTERNAL_ERROR, "the client did not answer the request"),
+                ),
+            }
+        })
     }
 }
 
@@ -240,13 +293,15 @@ mod tests {
         let (r, _ev) = router();
         let rx7 = r.register(7, None).unwrap();
         let rx8 = r.register(8, None).unwrap();
-        assert!(r.dispatch(parse(json!({"jsonrpc":"2.0","id":8,"result":{"b":1}})), None).is_none());
-        assert!(r.dispatch(parse(json!({"jsonrpc":"2.0","id":7,"error":{"code":-1,"message":"m"}})), None).is_none());
+        assert!(r.dispatch(parse(json!({"jsonrpc":"2.0","id":8,"result":{"b":1}})), None, None).is_none());
+        assert!(
+            r.dispatch(parse(json!({"jsonrpc":"2.0","id":7,"error":{"code":-1,"message":"m"}})), None, None).is_none()
+        );
         assert_eq!(rx8.await.unwrap().unwrap().result, Some(json!({"b":1})));
         assert_eq!(rx7.await.unwrap().unwrap().error.unwrap().code, -1);
         // Unknown ids (and string ids we never issue) are dropped.
-        r.dispatch(parse(json!({"jsonrpc":"2.0","id":"7","result":{}})), None);
-        r.dispatch(parse(json!({"jsonrpc":"2.0","id":99,"result":{}})), None);
+        r.dispatch(parse(json!({"jsonrpc":"2.0","id":"7","result":{}})), None, None);
+        r.dispatch(parse(json!({"jsonrpc":"2.0","id":99,"result":{}})), None, None);
     }
 
     #[tokio::test]
@@ -258,6 +313,7 @@ mod tests {
             parse(json!({"jsonrpc":"2.0","method":"notifications/progress",
                 "params":{"progressToken":"moat-5","progress":1,"total":2}})),
             None,
+            None,
         );
         assert_eq!(rx.recv().await.unwrap(), json!({"progressToken":42,"progress":1,"total":2}));
         // Unknown tokens never leak to other callers or to events.
@@ -265,11 +321,13 @@ mod tests {
             parse(json!({"jsonrpc":"2.0","method":"notifications/progress",
                 "params":{"progressToken":"moat-6","progress":1}})),
             None,
+            None,
         );
         r.forget(5, "moat-5");
         r.dispatch(
             parse(json!({"jsonrpc":"2.0","method":"notifications/progress",
                 "params":{"progressToken":"moat-5","progress":2}})),
+            None,
             None,
         );
         assert!(rx.try_recv().is_err());
@@ -279,7 +337,7 @@ mod tests {
     #[tokio::test]
     async fn other_notifications_become_events_unless_request_related() {
         let (r, mut ev) = router();
-        r.dispatch(parse(json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"})), None);
+        r.dispatch(parse(json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"})), None, None);
         match ev.try_recv().unwrap() {
             UpstreamEvent::Notification(m) => assert_eq!(m.method_str(), "notifications/tools/list_changed"),
             other => panic!("{other:?}"),
@@ -288,21 +346,50 @@ mod tests {
         r.dispatch(
             parse(json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}})),
             Some(&tx),
+            None,
         );
         assert_eq!(rx.recv().await.unwrap(), json!({"level":"info","data":"x"}));
         assert!(ev.try_recv().is_err());
     }
 
-    #[test]
-    fn server_requests_get_ping_answered_and_others_refused() {
+    #[tokio::test]
+    async fn server_requests_get_ping_answered_and_others_refused_without_a_handler() {
         let (r, _ev) = router();
-        let reply = r.dispatch(parse(json!({"jsonrpc":"2.0","id":"s1","method":"ping"})), None).unwrap();
+        let reply = r.dispatch(parse(json!({"jsonrpc":"2.0","id":"s1","method":"ping"})), None, None).unwrap().await;
         assert_eq!(reply.id, Some(json!("s1")));
         assert_eq!(reply.result, Some(json!({})));
-        let reply = r
-            .dispatch(parse(json!({"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{}})), None)
-            .unwrap();
+        let sampling = json!({"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{}});
+        let reply = r.dispatch(parse(sampling), None, None).unwrap().await;
         assert_eq!(reply.error.unwrap().code, code::METHOD_NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn server_requests_reach_the_handler_of_their_call_only() {
+        let (r, _ev) = router();
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let _c1 = r.register(1, Some(tx1)).unwrap();
+        let _c2 = r.register(2, Some(tx2)).unwrap();
+        let elicit =
+            || parse(json!({"jsonrpc":"2.0","id":"e1","method":"elicitation/create","params":{"message":"?"}}));
+        // Two calls with handlers and no stream to tell them apart: refused.
+        let reply = r.dispatch(elicit(), None, None).unwrap().await;
+        assert_eq!(reply.error.unwrap().code, code::METHOD_NOT_FOUND);
+        // Carried by call 2's stream: reaches call 2's handler only.
+        let pending = r.dispatch(elicit(), None, Some(2)).unwrap();
+        let req = rx2.recv().await.unwrap();
+        assert_eq!(req.method, "elicitation/create");
+        assert!(rx1.try_recv().is_err());
+        req.reply.send(Ok(json!({"action":"accept","content":{}}))).unwrap();
+        let reply = pending.await;
+        assert_eq!(reply.id, Some(json!("e1")));
+        assert_eq!(reply.result.unwrap()["action"], "accept");
+        // The only handler left: routed to it even without a stream.
+        r.forget_call(2);
+        let pending = r.dispatch(elicit(), None, None).unwrap();
+        let req = rx1.recv().await.unwrap();
+        req.reply.send(Err(ErrorObject::new(-1, "declined"))).unwrap();
+        assert_eq!(pending.await.error.unwrap().message, "declined");
     }
 
     #[tokio::test]

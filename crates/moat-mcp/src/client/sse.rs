@@ -177,8 +177,9 @@ async fn read_stream(inner: Arc<SseInner>, mut body: SseBody, stop: Cancellation
                     tracing::warn!(upstream = %name, "ignored an event that is not JSON-RPC");
                 }
                 for m in messages {
-                    if let Some(reply) = inner.router.dispatch(m, None) {
-                        spawn_post(Arc::clone(&inner), reply);
+                    if let Some(reply) = inner.router.dispatch(m, None, None) {
+                        let inner = Arc::clone(&inner);
+                        tokio::spawn(async move { spawn_post(inner, reply.await) });
                     }
                 }
             }

@@ -200,10 +200,13 @@ async fn read_stdout(
                     }
                 }
                 for msg in messages {
-                    if let Some(reply) = router.dispatch(msg, None)
-                        && tx.try_send(reply.to_bytes()).is_err()
-                    {
-                        tracing::debug!(upstream = %name, "could not queue a reply for the upstream");
+                    if let Some(reply) = router.dispatch(msg, None, None) {
+                        let (tx, name) = (tx.clone(), Arc::clone(&name));
+                        tokio::spawn(async move {
+                            if tx.send(reply.await.to_bytes()).await.is_err() {
+                                tracing::debug!(upstream = %name, "could not queue a reply for the upstream");
+                            }
+                        });
                     }
                 }
             }

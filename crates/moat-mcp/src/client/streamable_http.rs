@@ -145,7 +145,7 @@ impl HttpConn {
                     tracing::warn!(upstream = %inner.shared.name, "ignored a response body that is not JSON-RPC");
                 }
                 for m in messages {
-                    inner.route(m, progress);
+                    inner.route(m, progress, Some(id));
                 }
                 match rx.try_recv() {
                     Ok(answer) => answer,
@@ -155,7 +155,7 @@ impl HttpConn {
                     )))),
                 }
             }
-            "text/event-stream" => inner.read_response_stream(resp, &state, rx, progress).await,
+            "text/event-stream" => inner.read_response_stream(resp, &state, rx, progress, id).await,
             _ => Err(Fail::Error(UpstreamError::Protocol(format!(
                 "upstream `{}` answered with an unexpected content type",
                 inner.shared.name
@@ -284,15 +284,17 @@ impl HttpInner {
         req.send().await.map_err(|e| self.shared.send_error(&e))
     }
 
-    /// Routes one message from a response stream; replies to server requests.
-    fn route(self: &Arc<Self>, msg: Message, progress: Option<&mpsc::Sender<Value>>) {
-        if let Some(reply) = self.router.dispatch(msg, progress) {
-            if self.state().era == Era::Modern {
-                // The modern era has no server-to-client requests.
-                tracing::debug!(upstream = %self.shared.name, "ignored a request from a modern upstream");
-                return;
-            }
-            spawn_post(Arc::clone(self), reply);
+    /// Routes one message from a response stream (of call `call`, if it is
+    /// one); replies to server requests.
+    fn route(self: &Arc<Self>, msg: Message, progress: Option<&mpsc::Sender<Value>>, call: Option<u64>) {
+        if msg.kind() == crate::jsonrpc::Kind::Request && self.state().era == Era::Modern {
+            // The modern era has no server-to-client requests.
+            tracing::debug!(upstream = %self.shared.name, "ignored a request from a modern upstream");
+            return;
+        }
+        if let Some(reply) = self.router.dispatch(msg, progress, call) {
+            let inner = Arc::clone(self);
+            tokio::spawn(async move { spawn_post(inner, reply.await) });
         }
     }
 
@@ -304,6 +306,7 @@ impl HttpInner {
         state: &HttpState,
         rx: &mut oneshot::Receiver<Answer>,
         progress: Option<&mpsc::Sender<Value>>,
+        call: u64,
     ) -> Result<Message, Fail> {
         let max = self.shared.max_message_bytes;
         let mut body = SseBody::new(resp, max);
@@ -319,7 +322,7 @@ impl HttpInner {
                         tracing::warn!(upstream = %self.shared.name, "ignored an event that is not JSON-RPC");
                     }
                     for m in messages {
-                        self.route(m, progress);
+                        self.route(m, progress, Some(call));
                     }
                     if let Ok(answer) = rx.try_recv() {
                         return answer;
@@ -435,7 +438,7 @@ async fn listen_legacy(inner: Arc<HttpInner>, stop: CancellationToken) {
                     match ev {
                         Ok(Some(ev)) if is_message_event(&ev) => {
                             for m in parse_messages(ev.data.as_bytes()).0 {
-                                inner.route(m, None);
+                                inner.route(m, None, None);
                             }
                         }
                         Ok(Some(_)) => {}
@@ -495,7 +498,7 @@ async fn listen_modern(inner: Arc<HttpInner>, stop: CancellationToken, filter: s
                                     }
                                     continue;
                                 }
-                                inner.route(m, None);
+                                inner.route(m, None, None);
                             }
                         }
                         Ok(Some(_)) => {}

@@ -115,6 +115,7 @@ pub(crate) async fn raw_call(
     id: u64,
     msg: Message,
     progress: Option<mpsc::Sender<Value>>,
+    requests: Option<mpsc::Sender<super::ServerRequest>>,
     extra_headers: &http::HeaderMap,
 ) -> Result<Message, Fail> {
     struct Forget<'a>(&'a Router, u64);
@@ -123,7 +124,7 @@ pub(crate) async fn raw_call(
             self.0.forget_call(self.1);
         }
     }
-    let mut rx = router.register(id, progress.clone())?;
+    let mut rx = router.register(id, requests)?;
     let _forget = Forget(router, id);
     match conn {
         Conn::Stdio(c) => c.send(&msg).await?,

@@ -77,7 +77,7 @@ pub fn unique_marker(tag: &str) -> String {
     format!("moat-it-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// pids of processes whose command line contains `marker` (other than us).
+/// pids of processes with an argument that starts with `marker` (other than us).
 pub fn pids_with_marker(marker: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
@@ -89,7 +89,7 @@ pub fn pids_with_marker(marker: &str) -> Vec<i32> {
         }
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == marker.as_bytes()) {
+        if args.iter().any(|a| a.starts_with(marker.as_bytes())) {
             out.push(pid);
         }
     }
