@@ -109,7 +109,8 @@ fn route_label(path: &str) -> &'static str {
 }
 
 /// Request logging and HTTP metrics (metadata only: never bodies).
-async fn observe(req: Request, next: Next) -> Response {
+async fn observe(mut req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let started = Instant::now();
     let method = req.method().to_string();
     let route = route_label(req.uri().path());
@@ -117,12 +118,15 @@ async fn observe(req: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 64)
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // The handlers (and so the audit trail) read the same id.
+    if let Ok(v) = request_id.parse() {
+        req.headers_mut().insert("x-request-id", v);
+    }
     let span = tracing::info_span!("request", request_id = %request_id, route, method = %method);
-    let _ = span.enter();
-    let mut resp = next.run(req).await;
+    let mut resp = next.run(req).instrument(span).await;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
     telemetry::http_request(route, &method, status, elapsed);

@@ -429,25 +429,6 @@ impl Moat {
         format!("{}{path}", self.base())
     }
 
-    /// Sends SIGTERM and waits for the exit (up to `within`), then SIGKILL.
-    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
     /// Runs an admin command against this gateway with `key`.
     pub fn cli_as(&self, key: &str, args: &[&str]) -> Run {
         moat_cmd(&self.cwd())
