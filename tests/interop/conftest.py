@@ -63,10 +63,6 @@ class Gateway:
     workdir: Path
     procs: dict[str, Proc] = field(default_factory=dict)
 
-    @property
-    def origin(self) -> str:
-        return self.base
-
     def url(self, path: str = "/mcp") -> str:
         return f"{self.base}{path}"
 
@@ -246,5 +242,12 @@ def mcp_error_in(exc: BaseException) -> MCPError | None:
     return None
 
 
-PY_TOOLS = {"add", "slow_progress", "transport", *{f"page_filler_{n:02d}" for n in range(1, 13)}}
-"""What fixtures/py_server.py lists: 15 tools, 5 to a page."""
+PY_TOOLS = {
+    "add",
+    "slow_progress",
+    "wait_for_cancel",
+    "cancelled_calls",
+    "transport",
+    *{f"page_filler_{n:02d}" for n in range(1, 13)},
+}
+"""What fixtures/py_server.py lists: 17 tools, 5 to a page."""

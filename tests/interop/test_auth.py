@@ -17,10 +17,10 @@ INIT = {
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "interop", "version": "1"}},
 }
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-BAD_KEYS = [
-    "moat_" + "A" * 52,  # well-formed shape, wrong checksum/secret
-    "not-a-moat-key",
-    "",
+BAD_CREDENTIALS = [
+    "Bearer moat_" + "A" * 52,  # the shape of a key, but no such key
+    "Bearer not-a-moat-key",
+    "Bearer",  # the scheme without a token
 ]
 
 
@@ -39,10 +39,10 @@ def test_401_without_key(gateway: Gateway, path: str) -> None:
     assert_challenge(response, gateway)
 
 
-@pytest.mark.parametrize("key", BAD_KEYS, ids=["wrong-moat-key", "garbage", "empty"])
+@pytest.mark.parametrize("credential", BAD_CREDENTIALS, ids=["unknown-moat-key", "garbage", "empty"])
 @pytest.mark.parametrize("path", ["/mcp", "/mcp/pyhttp"])
-def test_401_with_bad_key(gateway: Gateway, path: str, key: str) -> None:
-    headers = {**ACCEPT, "Authorization": f"Bearer {key}"}
+def test_401_with_bad_key(gateway: Gateway, path: str, credential: str) -> None:
+    headers = {**ACCEPT, "Authorization": credential}
     response = httpx2.post(gateway.url(path), json=INIT, headers=headers, timeout=30.0)
     assert_challenge(response, gateway)
 

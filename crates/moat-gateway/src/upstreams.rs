@@ -8,7 +8,9 @@
 use crate::config::GatewayConfig;
 use moat_core::TenantId;
 use moat_mcp::Message;
-use moat_mcp::client::{CallContext, Upstream, UpstreamError, UpstreamEvent, UpstreamOptions, UpstreamSpec};
+use moat_mcp::client::{
+    CallContext, Era, EraPreference, Upstream, UpstreamError, UpstreamEvent, UpstreamOptions, UpstreamSpec,
+};
 use moat_store::{ServerRecord, Transport};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -27,27 +29,73 @@ pub struct ServerNotification {
     pub message: Message,
 }
 
-type ListKey = (&'static str, Option<String>);
+type ListKey = (bool, &'static str, Option<String>);
 
 /// One registered server and its live connection.
+///
+/// Era matching: `upstream` speaks the newest era the server supports
+/// (probed). A legacy (2025-11-25) downstream session must reach the server
+/// in the legacy era too — its methods (`logging/setLevel`,
+/// `resources/subscribe`) and server-to-client requests exist only there —
+/// so when the server turned out modern, legacy callers get a second,
+/// legacy-only connection, opened on first use.
 pub struct ServerEntry {
     /// The stored registration.
     pub record: ServerRecord,
-    /// The connection (or process).
+    /// The connection (or process), newest era.
     pub upstream: Upstream,
+    legacy: Mutex<Option<Upstream>>,
+    spec: UpstreamSpec,
+    options: UpstreamOptions,
+    notify: broadcast::Sender<ServerNotification>,
     lists: Mutex<HashMap<ListKey, (Value, Instant)>>,
     unhealthy_until: Mutex<Option<Instant>>,
 }
 
 impl ServerEntry {
+    /// The connection to use for a caller of the given era.
+    pub async fn upstream_for(self: &Arc<Self>, modern: bool) -> Result<Upstream, UpstreamError> {
+        if modern {
+            return Ok(self.upstream.clone());
+        }
+        if self.upstream.hello().is_none() {
+            self.upstream.connect().await?;
+        }
+        if self.upstream.hello().is_none_or(|h| h.era == Era::Legacy) {
+            return Ok(self.upstream.clone());
+        }
+        let mut slot = self.legacy.lock().map_err(|_| UpstreamError::Closed)?;
+        if let Some(u) = slot.as_ref() {
+            return Ok(u.clone());
+        }
+        let options = UpstreamOptions { era: EraPreference::Legacy, ..self.options.clone() };
+        let u = Upstream::new(&self.record.name, self.spec.clone(), options);
+        spawn_listener(Arc::downgrade(self), u.events(), self.notify.clone());
+        *slot = Some(u.clone());
+        Ok(u)
+    }
+
+    fn connections(&self) -> Vec<Upstream> {
+        let mut all = vec![self.upstream.clone()];
+        if let Some(u) = self.legacy.lock().ok().and_then(|l| l.clone()) {
+            all.push(u);
+        }
+        all
+    }
+
     /// The server's name.
     pub fn name(&self) -> &str {
         &self.record.name
     }
 
+    /// Shuts every connection of this server down.
+    pub async fn shutdown(&self) {
+        futures::future::join_all(self.connections().iter().map(Upstream::shutdown)).await;
+    }
+
     fn clear_lists(&self, methods: &[&str]) {
         if let Ok(mut lists) = self.lists.lock() {
-            lists.retain(|(m, _), _| !methods.contains(m));
+            lists.retain(|(_, m, _), _| !methods.contains(m));
         }
     }
 
@@ -152,10 +200,14 @@ impl UpstreamPool {
     /// shut down.
     pub fn install(&self, record: ServerRecord) -> Result<Arc<ServerEntry>, SpecError> {
         let spec = spec_of(&record)?;
-        let upstream = Upstream::new(&record.name, spec, self.options.clone());
+        let upstream = Upstream::new(&record.name, spec.clone(), self.options.clone());
         let entry = Arc::new(ServerEntry {
             record,
             upstream,
+            legacy: Mutex::new(None),
+            spec,
+            options: self.options.clone(),
+            notify: self.notify.clone(),
             lists: Mutex::new(HashMap::new()),
             unhealthy_until: Mutex::new(None),
         });
@@ -163,7 +215,7 @@ impl UpstreamPool {
         let key = (entry.record.tenant_id.clone(), entry.record.name.clone());
         let old = self.entries.write().map(|mut m| m.insert(key, entry.clone())).unwrap_or(None);
         if let Some(old) = old {
-            tokio::spawn(async move { old.upstream.shutdown().await });
+            tokio::spawn(async move { old.shutdown().await });
         }
         Ok(entry)
     }
@@ -172,7 +224,7 @@ impl UpstreamPool {
     pub async fn remove(&self, tenant: &TenantId, name: &str) {
         let old = self.entries.write().ok().and_then(|mut m| m.remove(&(tenant.clone(), name.to_owned())));
         if let Some(old) = old {
-            old.upstream.shutdown().await;
+            old.shutdown().await;
         }
     }
 
@@ -218,22 +270,27 @@ impl UpstreamPool {
         self.entries.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
-    /// One page of a list method, from the cache when fresh.
+    /// One page of a list method, from the cache when fresh. Cached per
+    /// era: cursors are opaque to each connection.
     pub async fn list_page(
         &self,
-        entry: &ServerEntry,
+        entry: &Arc<ServerEntry>,
+        modern: bool,
         method: &'static str,
         cursor: Option<String>,
         ctx: CallContext,
     ) -> Result<Value, UpstreamError> {
-        let key = (method, cursor.clone());
+        let key = (modern, method, cursor.clone());
         if let Some((value, at)) = entry.lists.lock().ok().and_then(|l| l.get(&key).cloned())
             && at.elapsed() < self.list_ttl
         {
             return Ok(value);
         }
         let params = cursor.map(|c| serde_json::json!({ "cursor": c }));
-        let result = entry.upstream.request(method, params, ctx).await;
+        let result = match entry.upstream_for(modern).await {
+            Ok(upstream) => upstream.request(method, params, ctx).await,
+            Err(e) => Err(e),
+        };
         entry.mark(result.is_ok());
         let value = result?;
         if let Ok(mut lists) = entry.lists.lock() {
@@ -245,7 +302,7 @@ impl UpstreamPool {
     /// Shuts every upstream down (SIGTERM path).
     pub async fn shutdown_all(&self) {
         let all = self.all();
-        futures::future::join_all(all.iter().map(|e| e.upstream.shutdown())).await;
+        futures::future::join_all(all.iter().map(|e| e.shutdown())).await;
     }
 }
 

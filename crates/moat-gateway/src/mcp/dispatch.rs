@@ -114,12 +114,10 @@ async fn describe(ctx: &CallCtx) -> Result<(Value, Value, Option<String>), Error
             ),
         )),
         Scope::Server(entry) => {
-            entry
-                .upstream
-                .connect()
-                .await
-                .map_err(|e| upstream_error(entry.name(), "initialize", e, ctx.app.cfg.call_timeout))?;
-            let hello = entry.upstream.hello();
+            let fail = |e| upstream_error(entry.name(), "initialize", e, ctx.app.cfg.call_timeout);
+            let upstream = entry.upstream_for(ctx.modern).await.map_err(fail)?;
+            upstream.connect().await.map_err(fail)?;
+            let hello = upstream.hello();
             let caps =
                 hello.as_ref().map(|h| h.capabilities.clone()).filter(Value::is_object).unwrap_or_else(|| json!({}));
             let info =
@@ -240,7 +238,7 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
                 let r = ctx
                     .app
                     .pool
-                    .list_page(entry, list_method(m).unwrap_or("tools/list"), cursor, call_context(ctx, None))
+                    .list_page(entry, ctx.modern, list_method(m).unwrap_or("tools/list"), cursor, call_context(ctx, None))
                     .await
                     .map_err(|e| upstream_error(entry.name(), m, e, ctx.app.cfg.call_timeout));
                 let res = Some(entry.name().to_owned());
@@ -250,7 +248,10 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
         "logging/setLevel" => match &ctx.scope {
             Scope::Aggregate => {
                 let entries = ctx.app.pool.for_tenant(&ctx.principal.tenant_id);
-                let calls = entries.iter().map(|e| e.upstream.request(method, params.clone(), call_context(ctx, None)));
+                let calls = entries.iter().map(|e| async {
+                    let upstream = e.upstream_for(false).await?;
+                    upstream.request(method, params.clone(), call_context(ctx, None)).await
+                });
                 let _ = futures::future::join_all(calls).await;
                 Ok((json!({}), None))
             }
@@ -425,7 +426,10 @@ async fn forward(
     };
     let mut call = call_context(ctx, progress_tx);
     call.server_requests = relay_server_requests(ctx);
-    let result = entry.upstream.request(method, params, call).await;
+    let result = match entry.upstream_for(ctx.modern).await {
+        Ok(upstream) => upstream.request(method, params, call).await,
+        Err(e) => Err(e),
+    };
     if let Some(relay) = relay {
         // The sender side is gone with the call: the relay drains and ends.
         let _ = relay.await;
@@ -481,7 +485,7 @@ async fn aggregate_list(ctx: &CallCtx, method: &str, params: Option<&Value>) -> 
             continue;
         }
         let cx = CallContext { timeout: Some(timeout), ..call_context(ctx, None) };
-        let page = match ctx.app.pool.list_page(entry, method, this_cursor, cx).await {
+        let page = match ctx.app.pool.list_page(entry, ctx.modern, method, this_cursor, cx).await {
             Ok(page) => page,
             Err(UpstreamError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => continue,
             Err(e) => {

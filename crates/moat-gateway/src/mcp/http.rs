@@ -188,9 +188,10 @@ async fn post(app: App, addr: SocketAddr, headers: HeaderMap, body: Bytes, serve
         return rpc_error(
             StatusCode::BAD_REQUEST,
             msg.id.clone(),
-            code::HEADER_MISMATCH,
+            code::INVALID_PARAMS,
             format!(
-                "Header mismatch: MCP-Protocol-Version names a modern revision but params._meta lacks `{}`",
+                "Invalid params: a {} request must carry `params._meta[\"{}\"]`",
+                protocol::MODERN,
                 protocol::META_PROTOCOL_VERSION
             ),
         );
@@ -236,8 +237,18 @@ fn check_modern_headers(headers: &HeaderMap, msg: &Message, version: &str) -> Re
     Ok(())
 }
 
+/// Methods the legacy revisions had and 2026-07-28 removed: a modern
+/// request for them is "method not found", never passed through.
+const REMOVED_IN_MODERN: &[&str] =
+    &["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"];
+
 async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, version: String) -> Response {
     let id = msg.id.clone();
+    // Header/body agreement first: a version mismatch is a HeaderMismatch
+    // even when the body's version is one moat does not know.
+    if let Err(why) = check_modern_headers(headers, &msg, &version) {
+        return rpc_error(StatusCode::BAD_REQUEST, id, code::HEADER_MISMATCH, format!("Header mismatch: {why}"));
+    }
     if !protocol::is_modern(&version) {
         let resp = Message::error_response(
             id,
@@ -246,12 +257,18 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
         );
         return json_message(StatusCode::BAD_REQUEST, &resp);
     }
-    if let Err(why) = check_modern_headers(headers, &msg, &version) {
-        return rpc_error(StatusCode::BAD_REQUEST, id, code::HEADER_MISMATCH, format!("Header mismatch: {why}"));
-    }
     match msg.kind() {
         Kind::Notification | Kind::Response => return accepted(),
         Kind::Request => {}
+    }
+    let method = msg.method_str().to_owned();
+    if REMOVED_IN_MODERN.contains(&method.as_str()) {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            id,
+            code::METHOD_NOT_FOUND,
+            format!("Method not found: `{method}` is not part of protocol {version}"),
+        );
     }
     let caps = msg.meta().and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES)).cloned();
     if !caps.as_ref().is_some_and(Value::is_object) {
@@ -262,7 +279,6 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
             format!("params._meta must carry `{}` (an object)", protocol::META_CLIENT_CAPABILITIES),
         );
     }
-    let method = msg.method_str().to_owned();
     let ctx = CallCtx {
         app: app.clone(),
         principal: caller.principal,
@@ -277,20 +293,49 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
     if method == "subscriptions/listen" {
         return super::notify::listen(ctx, msg).await;
     }
-    let wants_stream = wire::accepts(headers, "text/event-stream") && streams_progress(&msg);
-    if !wants_stream {
-        let resp = dispatch(&ctx, msg).await;
+    let json_reply = |resp: Message| {
         let status = resp.error.as_ref().map_or(StatusCode::OK, |e| wire::modern_status(e.code));
-        return json_message(status, &resp);
+        json_message(status, &resp)
+    };
+    if !(wire::accepts(headers, "text/event-stream") && streams_progress(&msg)) {
+        return json_reply(dispatch(&ctx, msg).await);
     }
-    // SSE scoped to this request. Closing it cancels the request (2026-07-28
-    // "Cancellation"): the work runs inside the response stream, so a
-    // disconnect drops it and with it the upstream call.
-    let (tx, rx) = mpsc::channel::<Message>(64);
-    let work = async move {
-        let (ntx, mut nrx) = mpsc::channel::<Message>(64);
-        let ctx = CallCtx { notify: Some(ntx), ..ctx };
-        let relay_tx = tx.clone();
+    // The answer is plain JSON (with its proper HTTP status) unless a
+    // notification arrives first; then the response becomes an SSE stream
+    // scoped to this request. Closing that stream cancels the request
+    // (2026-07-28 "Cancellation"): dropping the stream aborts the work, and
+    // with it the upstream call.
+    let (ntx, mut nrx) = mpsc::channel::<Message>(64);
+    let ctx = CallCtx { notify: Some(ntx), ..ctx };
+    let mut work = Box::pin(async move {
+        let r = dispatch(&ctx, msg).await;
+        drop(ctx);
+        r
+    });
+    let first = tokio::select! {
+        resp = &mut work => {
+            // Notifications sent just before the answer still deserve a stream.
+            match nrx.try_recv() {
+                Ok(n) => {
+                    let mut all = vec![n];
+                    while let Ok(n) = nrx.try_recv() {
+                        all.push(n);
+                    }
+                    all.push(resp);
+                    let events = futures::stream::iter(all).map(|m| encode_event(&m));
+                    return sse_response(events, &[]);
+                }
+                Err(_) => return json_reply(resp),
+            }
+        }
+        n = nrx.recv() => n,
+    };
+    let (out_tx, out_rx) = mpsc::channel::<Message>(64);
+    if let Some(n) = first {
+        let _ = out_tx.try_send(n);
+    }
+    let task = tokio::spawn(async move {
+        let relay_tx = out_tx.clone();
         let relay = async move {
             while let Some(n) = nrx.recv().await {
                 if relay_tx.send(n).await.is_err() {
@@ -298,18 +343,30 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
                 }
             }
         };
-        let run = async move {
-            let r = dispatch(&ctx, msg).await;
-            drop(ctx);
-            r
-        };
-        let (resp, ()) = tokio::join!(run, relay);
-        let _ = tx.send(resp).await;
-    };
-    let work = futures::stream::once(work).filter_map(|()| async { None::<moat_mcp::sse::Event> });
-    let events = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|m| moat_mcp::sse::Event::message(String::from_utf8_lossy(&m.to_bytes()).into_owned()));
-    sse_response(futures::stream::select(work, events), &[])
+        // The relay ends when the work drops its sender, so every
+        // notification precedes the response on the stream.
+        let (resp, ()) = tokio::join!(work, relay);
+        let _ = out_tx.send(resp).await;
+    });
+    let guard = AbortOnDrop(task);
+    let events = tokio_stream::wrappers::ReceiverStream::new(out_rx).map(move |m| {
+        let _ = &guard;
+        encode_event(&m)
+    });
+    sse_response(events, &[])
+}
+
+/// Aborts a task when the response stream that owns it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn encode_event(m: &Message) -> moat_mcp::sse::Event {
+    moat_mcp::sse::Event::message(String::from_utf8_lossy(&m.to_bytes()).into_owned())
 }
 
 /// Requests answered on an SSE stream when the client accepts one: those

@@ -165,9 +165,12 @@ async fn subscribe_upstream(ctx: &CallCtx, uris: &[String]) {
                 None => (None, uri.clone()),
             },
         };
-        if let Some(entry) = entry {
-            let _ =
-                entry.upstream.request("resources/subscribe", Some(json!({ "uri": inner })), Default::default()).await;
+        // `resources/subscribe` exists only in the legacy era; a modern
+        // upstream's own listen stream already feeds resource updates.
+        if let Some(entry) = entry
+            && let Ok(upstream) = entry.upstream_for(false).await
+        {
+            let _ = upstream.request("resources/subscribe", Some(json!({ "uri": inner })), Default::default()).await;
         }
     }
 }

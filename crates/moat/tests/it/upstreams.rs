@@ -1,0 +1,195 @@
+//! A real upstream: `@modelcontextprotocol/server-everything` over stdio
+//! (`MOAT_TEST_EVERYTHING` = path to its `dist/index.js`).
+
+use crate::harness::{LEGACY, Moat, Opts, Resp, pids_with_marker, unique_marker};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn everything() -> Option<String> {
+    match std::env::var("MOAT_TEST_EVERYTHING") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            println!("skipped: MOAT_TEST_EVERYTHING not set");
+            None
+        }
+    }
+}
+
+/// A `[[servers]]` table for server-everything over stdio; `marker` is an
+/// extra argument (ignored by the server) that identifies the process.
+fn server_toml(name: &str, path: &str, marker: &str) -> String {
+    format!("[[servers]]\nname = \"{name}\"\ncommand = [\"node\", {path:?}, \"stdio\", {marker:?}]\n\n")
+}
+
+fn names(list: &Value, key: &str, field: &str) -> Vec<String> {
+    list[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `{key}` array: {list}"))
+        .iter()
+        .filter_map(|t| t[field].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn text_of(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+async fn echo(moat: &Moat, name: &str, message: &str) -> Resp {
+    moat.modern("/mcp", &moat.key, "tools/call", json!({ "name": name, "arguments": { "message": message } }))
+        .await
+}
+
+#[tokio::test]
+async fn everything_through_the_aggregated_and_per_server_endpoints() {
+    let Some(path) = everything() else { return };
+    let marker = unique_marker("ev");
+    let opts = Opts {
+        config: server_toml("everything", &path, &format!("{marker}-everything")),
+        env: vec![("MOAT_TEST_SECRET_CANARY".into(), "canary-value".into())],
+        ..Opts::default()
+    };
+    let mut moat = Moat::with_marker(opts, marker.clone()).await;
+    let key = moat.key.clone();
+
+    // Modern era on /mcp.
+    let r = moat.modern("/mcp", &key, "tools/list", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let agg_tools = names(&r.result(), "tools", "name");
+    assert!(agg_tools.contains(&"everything__echo".to_owned()), "{agg_tools:?}");
+    assert!(agg_tools.iter().all(|t| t.starts_with("everything__")), "{agg_tools:?}");
+    let r = echo(&moat, "everything__echo", "hi").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(text_of(&r.result()), "Echo: hi", "{}", r.text);
+
+    // Legacy era on /mcp.
+    let (r, sid) = moat.initialize("/mcp", &key, LEGACY).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = moat.legacy("/mcp", &key, &sid, 1, "tools/list", json!({})).await;
+    let tools = names(&r.result(), "tools", "name");
+    assert!(tools.contains(&"everything__echo".to_owned()), "{tools:?}");
+    let r = moat
+        .legacy("/mcp", &key, &sid, 2, "tools/call", json!({ "name": "everything__echo", "arguments": { "message": "hi" } }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(text_of(&r.result()), "Echo: hi", "{}", r.text);
+
+    // One server, names unchanged, both eras.
+    let r = moat.modern("/mcp/everything", &key, "tools/list", json!({})).await;
+    let tools = names(&r.result(), "tools", "name");
+    assert!(tools.contains(&"echo".to_owned()), "{tools:?}");
+    assert!(!tools.iter().any(|t| t.contains("__")), "{tools:?}");
+    let r = moat
+        .modern("/mcp/everything", &key, "tools/call", json!({ "name": "echo", "arguments": { "message": "one" } }))
+        .await;
+    assert_eq!(text_of(&r.result()), "Echo: one", "{}", r.text);
+    let (r, sid1) = moat.initialize("/mcp/everything", &key, LEGACY).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = moat.legacy("/mcp/everything", &key, &sid1, 1, "tools/list", json!({})).await;
+    assert!(names(&r.result(), "tools", "name").contains(&"echo".to_owned()), "{}", r.text);
+    // A session of /mcp is not a session of /mcp/everything.
+    let r = moat.legacy("/mcp/everything", &key, &sid, 3, "ping", json!({})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    // Resources: namespaced URIs that can be read back.
+    let r = moat.modern("/mcp", &key, "resources/list", json!({})).await;
+    let uris = names(&r.result(), "resources", "uri");
+    assert!(!uris.is_empty(), "{}", r.text);
+    assert!(uris.iter().all(|u| u.starts_with("everything+")), "{uris:?}");
+    let uri = uris[0].clone();
+    let r = moat.modern("/mcp", &key, "resources/read", json!({ "uri": uri })).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let contents = r.result()["contents"].clone();
+    assert!(contents.as_array().is_some_and(|c| !c.is_empty()), "{}", r.text);
+    assert_eq!(contents[0]["uri"], json!(uri), "contents carry the namespaced URI: {}", r.text);
+
+    // Prompts.
+    let r = moat.modern("/mcp", &key, "prompts/list", json!({})).await;
+    let prompts = names(&r.result(), "prompts", "name");
+    assert!(!prompts.is_empty() && prompts.iter().all(|p| p.starts_with("everything__")), "{prompts:?}");
+
+    // An unknown server: -32602 naming it.
+    let r = echo(&moat, "nosuch__echo", "x").await;
+    assert_eq!(r.rpc_code(), Some(-32602), "{}", r.text);
+    assert!(r.json()["error"]["message"].as_str().unwrap_or_default().contains("nosuch"), "{}", r.text);
+
+    // Environment isolation: moat's own environment does not leak.
+    let env_tool = ["everything__get-env", "everything__printEnv"]
+        .into_iter()
+        .find(|t| agg_tools.iter().any(|a| a == t))
+        .expect("server-everything has an env-printing tool");
+    let r = moat.modern("/mcp", &key, "tools/call", json!({ "name": env_tool, "arguments": {} })).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let out = text_of(&r.result());
+    assert!(out.contains("PATH"), "the env tool printed its environment: {out}");
+    assert!(!out.contains("canary-value"), "moat's environment leaked into the upstream: {out}");
+    assert!(!out.contains("MOAT_"), "MOAT_* variables leaked into the upstream: {out}");
+
+    // Upstreams are stopped with moat.
+    assert!(!pids_with_marker(&marker).is_empty(), "the upstream is running");
+    let status = moat.terminate(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "moat exit: {status:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids_with_marker(&marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pids_with_marker(&marker).is_empty(), "upstream processes outlived moat");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_upstream_fails_alone_and_comes_back() {
+    let Some(path) = everything() else { return };
+    let marker = unique_marker("kill");
+    let second = format!("{marker}-second");
+    let config = format!(
+        "{}{}",
+        server_toml("everything", &path, &format!("{marker}-everything")),
+        server_toml("second", &path, &second)
+    );
+    let moat = Moat::with_marker(Opts { config, ..Opts::default() }, marker.clone()).await;
+
+    for name in ["everything__echo", "second__echo"] {
+        let r = echo(&moat, name, "before").await;
+        assert_eq!(text_of(&r.result()), "Echo: before", "{name}: {}", r.text);
+    }
+    let pids = pids_with_marker(&second);
+    assert_eq!(pids.len(), 1, "one process per stdio server (not per call): {pids:?}");
+    kill(Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut recovered = false;
+    while Instant::now() < deadline {
+        let r = echo(&moat, "second__echo", "after").await;
+        let v = r.json();
+        if v["result"].is_object() && text_of(&v["result"]) == "Echo: after" {
+            recovered = true;
+        } else {
+            let message = v["error"]["message"].as_str().unwrap_or_default().to_owned();
+            let tool_error = text_of(&v["result"]);
+            assert!(
+                message.contains("second") || tool_error.contains("second"),
+                "a failure must name the server: {}",
+                r.text
+            );
+        }
+        // The healthy upstream keeps serving throughout.
+        let r = echo(&moat, "everything__echo", "still").await;
+        assert_eq!(text_of(&r.result()), "Echo: still", "{}", r.text);
+        if recovered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "`second` was not restarted within 20 s of being killed");
+    let pids_after = pids_with_marker(&second);
+    assert_eq!(pids_after.len(), 1, "{pids_after:?}");
+    assert_ne!(pids_after[0], pids[0]);
+    let r = moat.modern("/mcp", &moat.key, "tools/list", json!({})).await;
+    let tools = names(&r.result(), "tools", "name");
+    assert!(tools.contains(&"second__echo".to_owned()) && tools.contains(&"everything__echo".to_owned()), "{tools:?}");
+}
