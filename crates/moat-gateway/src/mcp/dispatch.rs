@@ -238,7 +238,13 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
                 let r = ctx
                     .app
                     .pool
-                    .list_page(entry, ctx.modern, list_method(m).unwrap_or("tools/list"), cursor, call_context(ctx, None))
+                    .list_page(
+                        entry,
+                        ctx.modern,
+                        list_method(m).unwrap_or("tools/list"),
+                        cursor,
+                        call_context(ctx, None),
+                    )
                     .await
                     .map_err(|e| upstream_error(entry.name(), m, e, ctx.app.cfg.call_timeout));
                 let res = Some(entry.name().to_owned());

@@ -20,21 +20,30 @@ use tokio_util::sync::CancellationToken;
 
 /// Most events kept per stream for replay.
 const MAX_EVENTS_PER_STREAM: usize = 1000;
+/// The reconnection delay suggested to clients on primed streams.
+const PRIMING_RETRY_MS: u64 = 1000;
+/// The first revision whose clients expect priming events.
+const PRIMING_SINCE: &str = "2025-11-25";
+
 /// Most streams kept per session for replay.
 const MAX_STREAMS_PER_SESSION: usize = 64;
 
 /// An append-only, replayable SSE stream.
 pub struct EventLog {
     id: u64,
+    /// Start each reader with a priming event (an id and empty data, with a
+    /// `retry` hint) so the client can resume even before the first message
+    /// (2025-11-25, SEP-1699).
+    priming: bool,
     events: Mutex<VecDeque<(u64, Arc<str>)>>,
     len: watch::Sender<u64>,
     done: AtomicBool,
 }
 
 impl EventLog {
-    fn new(id: u64) -> Arc<Self> {
+    fn new(id: u64, priming: bool) -> Arc<Self> {
         let (len, _) = watch::channel(0);
-        Arc::new(Self { id, events: Mutex::new(VecDeque::new()), len, done: AtomicBool::new(false) })
+        Arc::new(Self { id, priming, events: Mutex::new(VecDeque::new()), len, done: AtomicBool::new(false) })
     }
 
     /// The stream's id (the part of event ids before `-`).
@@ -83,6 +92,17 @@ impl EventLog {
         let mut rx = self.len.subscribe();
         async_stream(move |tx| async move {
             let mut pos = after;
+            if self.priming && after == 0 {
+                let prime = moat_mcp::sse::Event {
+                    id: Some(format!("{}-0", self.id)),
+                    event: None,
+                    data: String::new(),
+                    retry: Some(PRIMING_RETRY_MS),
+                };
+                if tx.send(prime).await.is_err() {
+                    return;
+                }
+            }
             loop {
                 let batch: Vec<(u64, Arc<str>)> = self
                     .events
@@ -176,9 +196,14 @@ impl Session {
         self.client_caps.lock().map(|v| v.clone()).unwrap_or(Value::Null)
     }
 
+    /// True when the negotiated revision expects priming events.
+    fn primes(&self) -> bool {
+        self.version().as_str() >= PRIMING_SINCE
+    }
+
     /// A new per-request stream.
     pub fn open_stream(&self) -> Arc<EventLog> {
-        let log = EventLog::new(self.next_stream.fetch_add(1, Ordering::Relaxed) + 1);
+        let log = EventLog::new(self.next_stream.fetch_add(1, Ordering::Relaxed) + 1, self.primes());
         if let Ok(mut streams) = self.streams.lock() {
             streams.push_back(log.clone());
             while streams.len() > MAX_STREAMS_PER_SESSION {
@@ -196,7 +221,7 @@ impl Session {
         };
         guard
             .get_or_insert_with(|| {
-                let log = EventLog::new(0);
+                let log = EventLog::new(0, self.primes());
                 if let Ok(mut streams) = self.streams.lock() {
                     streams.push_front(log.clone());
                 }

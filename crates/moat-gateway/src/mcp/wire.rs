@@ -3,7 +3,7 @@
 
 use crate::authn::{AuthFailure, RequestMeta};
 use crate::state::App;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -82,25 +82,37 @@ pub fn accepts(headers: &HeaderMap, mime: &str) -> bool {
     })
 }
 
-/// An SSE response from a stream of events, with keep-alives.
+/// An SSE response from a stream of events, with keep-alive comments
+/// every 15 s. Framed by [`moat_mcp::sse::Event::encode`] rather than
+/// axum's builder, which drops an empty `data:` line — and an event without
+/// one is never dispatched, so a priming event would be lost.
 pub fn sse_response<S>(stream: S, extra: &[(&'static str, String)]) -> Response
 where
     S: Stream<Item = moat_mcp::sse::Event> + Send + 'static,
 {
-    let stream = stream.map(|ev| {
-        let mut out = axum::response::sse::Event::default().data(ev.data);
-        if let Some(id) = ev.id {
-            out = out.id(id);
-        }
-        if let Some(name) = ev.event {
-            out = out.event(name);
-        }
-        Ok::<_, Infallible>(out)
-    });
-    let sse = axum::response::sse::Sse::new(stream)
-        .keep_alive(axum::response::sse::KeepAlive::new().interval(Duration::from_secs(15)));
-    let mut resp = sse.into_response();
+    enum Item {
+        Frame(Bytes),
+        Tick,
+        End,
+    }
+    let frames = stream.map(|ev| Item::Frame(Bytes::from(ev.encode()))).chain(futures::stream::iter([Item::End]));
+    let period = Duration::from_secs(15);
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
+        tokio::time::Instant::now() + period,
+        period,
+    ))
+    .map(|_| Item::Tick);
+    let body = futures::stream::select(frames, ticks)
+        .take_while(|item| std::future::ready(!matches!(item, Item::End)))
+        .map(|item| {
+            Ok::<_, Infallible>(match item {
+                Item::Frame(b) => b,
+                Item::Tick | Item::End => Bytes::from_static(b":\n\n"),
+            })
+        });
+    let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     for (k, v) in extra {

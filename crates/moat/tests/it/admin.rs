@@ -100,33 +100,86 @@ async fn revoking_a_key_ends_its_sessions() {
 }
 
 #[tokio::test]
-async fn servers_add_list_delete() {
+async fn server_add_with_url_registers_that_upstream() {
+    // `moat server add NAME --url URL` (INTERFACE.md): the URL is the
+    // upstream's, not the gateway's (which comes from MOAT_URL here).
     let moat = Moat::start().await;
-    let run = moat.cli(&["server", "add", "srv", "--url", "http://127.0.0.1:1/mcp"]).ok();
+    let run = moat.cli(&["server", "add", "srv", "--url", "http://127.0.0.1:1/mcp"]);
+    assert_eq!(run.code, Some(0), "server add --url: stdout={} stderr={}", run.stdout, run.stderr);
     assert_eq!(run.stdout_lines().len(), 1, "{}", run.stdout);
     let list = moat.cli(&["server", "list", "--json"]).ok().json();
-    assert!(names(&list).contains(&"srv".to_owned()), "{list}");
-    let srv = list.as_array().unwrap().iter().find(|s| s["name"] == "srv").unwrap();
+    let srv = list.as_array().unwrap().iter().find(|s| s["name"] == "srv").cloned();
+    let srv = srv.unwrap_or_else(|| panic!("srv not listed: {list}"));
     assert_eq!(srv["url"], "http://127.0.0.1:1/mcp", "{srv}");
+    assert_eq!(srv["transport"], "streamable-http", "{srv}");
+}
 
-    // An unreachable upstream fails only calls routed to it, naming it.
+#[tokio::test]
+async fn server_add_with_command_registers_a_stdio_upstream() {
+    let moat = Moat::start().await;
+    let run = moat.cli(&["server", "add", "cmdsrv", "--command", "node", "/nonexistent/server.js", "stdio"]);
+    assert_eq!(run.code, Some(0), "server add --command: stdout={} stderr={}", run.stdout, run.stderr);
+    assert_eq!(run.stdout_lines().len(), 1, "{}", run.stdout);
+    let list = moat.cli(&["server", "list", "--json"]).ok().json();
+    let srv = list.as_array().unwrap().iter().find(|s| s["name"] == "cmdsrv").cloned();
+    let srv = srv.unwrap_or_else(|| panic!("cmdsrv not listed: {list}"));
+    assert_eq!(srv["command"], json!(["node", "/nonexistent/server.js", "stdio"]), "{srv}");
+    assert_eq!(srv["transport"], "stdio", "{srv}");
+}
+
+/// Registers an upstream through the admin API (the CLI path is covered by
+/// the two `server_add_with_*` tests).
+async fn add_server(moat: &Moat, body: Value, tenant: Option<&str>) {
+    let mut req = moat.http.post(moat.url("/api/v1/servers")).bearer_auth(&moat.key).json(&body);
+    if let Some(t) = tenant {
+        req = req.query(&[("tenant", t)]);
+    }
+    let r = moat.send(req).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn servers_add_list_delete() {
+    let moat = Moat::start().await;
+    // A stdio server (started lazily: never, here).
+    add_server(&moat, json!({ "name": "cmdsrv", "command": ["node", "/nonexistent/server.js", "stdio"] }), None).await;
+    add_server(&moat, json!({ "name": "srv", "url": "http://127.0.0.1:1/mcp" }), None).await;
+    let list = moat.cli(&["server", "list", "--json"]).ok().json();
+    let listed = names(&list);
+    assert!(listed.contains(&"srv".to_owned()) && listed.contains(&"cmdsrv".to_owned()), "{list}");
+    let cmdsrv = list.as_array().unwrap().iter().find(|s| s["name"] == "cmdsrv").unwrap();
+    assert_eq!(cmdsrv["command"], json!(["node", "/nonexistent/server.js", "stdio"]), "{cmdsrv}");
+    let run = moat.cli(&["server", "show", "srv", "--json"]).ok();
+    assert_eq!(run.json()["url"], "http://127.0.0.1:1/mcp", "{}", run.stdout);
+
+    // Unreachable upstreams fail only the calls routed to them, naming them.
     let r = moat.modern("/mcp", &moat.key, "tools/list", json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.result()["tools"], json!([]), "{}", r.text);
-    let r = moat.modern("/mcp", &moat.key, "tools/call", json!({ "name": "srv__x", "arguments": {} })).await;
-    let v = r.json();
-    assert!(v["error"].is_object() || v["result"]["isError"] == true, "{v}");
-    assert!(r.text.contains("srv"), "the error names the server: {}", r.text);
+    for name in ["srv", "cmdsrv"] {
+        let r = moat
+            .modern("/mcp", &moat.key, "tools/call", json!({ "name": format!("{name}__x"), "arguments": {} }))
+            .await;
+        let v = r.json();
+        assert!(v["error"].is_object() || v["result"]["isError"] == true, "{v}");
+        assert!(r.text.contains(&format!("`{name}`")), "the error names the server: {}", r.text);
+    }
+    assert_eq!(moat.get("/healthz", None).await.status, StatusCode::OK);
 
     // A duplicate name is refused.
-    let run = moat.cli(&["server", "add", "srv", "--url", "http://127.0.0.1:2/mcp"]);
-    assert_eq!(run.code, Some(1), "{} {}", run.stdout, run.stderr);
+    let r = moat
+        .send(moat.http.post(moat.url("/api/v1/servers")).bearer_auth(&moat.key).json(&json!({ "name": "srv", "command": ["true"] })))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 
     moat.cli(&["server", "delete", "srv"]).ok();
+    moat.cli(&["server", "delete", "cmdsrv"]).ok();
     let list = moat.cli(&["server", "list", "--json"]).ok().json();
-    assert!(!names(&list).contains(&"srv".to_owned()), "{list}");
+    assert_eq!(list, json!([]), "{list}");
     let r = moat.modern("/mcp/srv", &moat.key, "tools/list", json!({})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let run = moat.cli(&["server", "delete", "srv"]);
+    assert_eq!(run.code, Some(1), "deleting twice: {} {}", run.stdout, run.stderr);
 }
 
 #[tokio::test]
@@ -137,8 +190,9 @@ async fn tenants_are_isolated() {
     let tenants = moat.cli(&["tenant", "list", "--json"]).ok().json();
     assert!(names(&tenants).contains(&"acme".to_owned()), "{tenants}");
 
-    moat.cli(&["server", "add", "defsrv", "--url", "http://127.0.0.1:1/mcp"]).ok();
-    moat.cli(&["server", "add", "acmesrv", "--url", "http://127.0.0.1:1/mcp", "--tenant", "acme"]).ok();
+    add_server(&moat, json!({ "name": "defsrv", "command": ["node", "/nonexistent/def.js"] }), None).await;
+    add_server(&moat, json!({ "name": "acmesrv", "command": ["node", "/nonexistent/acme.js"] }), Some("acme")).await;
+    add_server(&moat, json!({ "name": "acmeurl", "url": "http://127.0.0.1:1/mcp" }), Some("acme")).await;
     let acme_key = moat.cli(&["key", "create", "acme-admin", "--role", "admin", "--tenant", "acme"]).ok();
     let acme_key = acme_key.stdout.trim().to_owned();
     assert!(is_key(&acme_key), "{acme_key}");
@@ -149,12 +203,15 @@ async fn tenants_are_isolated() {
     // The operator's view of each tenant.
     let acme = names(&moat.cli(&["server", "list", "--tenant", "acme", "--json"]).ok().json());
     let default = names(&moat.cli(&["server", "list", "--json"]).ok().json());
-    assert_eq!(acme, vec!["acmesrv".to_owned()]);
+    let mut acme = acme;
+    acme.sort();
+    assert_eq!(acme, vec!["acmesrv".to_owned(), "acmeurl".to_owned()]);
     assert_eq!(default, vec!["defsrv".to_owned()]);
 
     // The acme key sees only acme.
-    let mine = names(&moat.cli_as(&acme_key, &["server", "list", "--json"]).ok().json());
-    assert_eq!(mine, vec!["acmesrv".to_owned()]);
+    let mut mine = names(&moat.cli_as(&acme_key, &["server", "list", "--json"]).ok().json());
+    mine.sort();
+    assert_eq!(mine, acme);
     let run = moat.cli_as(&acme_key, &["server", "list", "--tenant", "default", "--json"]);
     assert_eq!(run.code, Some(1), "acme key listing default: {} {}", run.stdout, run.stderr);
     let run = moat.cli_as(&acme_key, &["key", "list", "--json"]).ok();

@@ -64,7 +64,7 @@ pub fn key_checksum(body: &str) -> String {
 
 /// A well-formed key (correct checksum) that no database knows.
 pub fn unknown_wellformed_key() -> String {
-    let body = "moat_ZZZZunknown0_0123456789abcdefghijABCDEFGHIJ0123456789abcdefg";
+    let body = "moat_ZZZZunknown0_0123456789abcdefghijABCDEFGHIJ0123456789abc";
     assert_eq!(body.len(), 5 + 12 + 1 + 43);
     let key = format!("{body}{}", key_checksum(body));
     assert!(is_key(&key));
@@ -538,12 +538,13 @@ impl Moat {
         let resp = self.send(self.post_raw(path, Some(key), body.to_string())).await;
         let sid = resp.header("mcp-session-id").unwrap_or_default();
         if !sid.is_empty() {
+            let version = resp.json().pointer("/result/protocolVersion").and_then(Value::as_str).unwrap_or(version).to_owned();
             let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
             let r = self
                 .send(
                     self.post_raw(path, Some(key), note.to_string())
                         .header("mcp-session-id", &sid)
-                        .header("mcp-protocol-version", version),
+                        .header("mcp-protocol-version", &version),
                 )
                 .await;
             assert_eq!(r.status, StatusCode::ACCEPTED, "notifications/initialized: {}", r.text);
