@@ -9,7 +9,7 @@
 use crate::audit::AuditSink;
 use axum::http::HeaderMap;
 use moat_auth::{CachedKey, KeyCache};
-use moat_core::{AuthMethod, Principal, now_ms};
+use moat_core::{AuthMethod, Principal, TenantId, now_ms};
 use moat_store::{AuditEvent, AuditResult, Store};
 use std::time::Duration;
 
@@ -68,6 +68,14 @@ impl Authenticator {
         };
         let result = self.verify_header(value.as_bytes()).await;
         match &result {
+            Err((failure, tenant)) => {
+                if let AuthFailure::Invalid(reason) = failure {
+                    let mut ev = AuditEvent::new("unknown", "auth.failure", AuditResult::Denied);
+                    ev.tenant_id = tenant.clone();
+                    ev.metadata = serde_json::json!({ "reason": reason });
+                    self.emit(ev, meta).await;
+                }
+            }
             Ok((principal, fresh)) => {
                 if *fresh {
                     let mut ev = AuditEvent::new(principal.kind.as_str(), "auth.success", AuditResult::Ok);
@@ -77,14 +85,8 @@ impl Authenticator {
                     self.emit(ev, meta).await;
                 }
             }
-            Err(AuthFailure::Invalid(reason)) => {
-                let mut ev = AuditEvent::new("unknown", "auth.failure", AuditResult::Denied);
-                ev.metadata = serde_json::json!({ "reason": reason });
-                self.emit(ev, meta).await;
-            }
-            Err(_) => {}
         }
-        result.map(|(p, _)| p)
+        result.map(|(p, _)| p).map_err(|(f, _)| f)
     }
 
     async fn emit(&self, mut ev: AuditEvent, meta: &RequestMeta) {
@@ -93,17 +95,20 @@ impl Authenticator {
         self.audit.record(ev).await;
     }
 
-    /// Returns the principal and whether it was freshly verified (a cache miss).
-    async fn verify_header(&self, raw: &[u8]) -> Result<(Principal, bool), AuthFailure> {
-        let text = std::str::from_utf8(raw).map_err(|_| AuthFailure::Invalid("malformed header"))?;
-        let (scheme, token) = text.split_once(' ').ok_or(AuthFailure::Invalid("malformed header"))?;
+    /// Returns the principal and whether it was freshly verified (a cache
+    /// miss); a failure carries the key's tenant when the key was found, so
+    /// that the tenant sees failed uses of its own keys in its audit trail.
+    async fn verify_header(&self, raw: &[u8]) -> Result<(Principal, bool), (AuthFailure, Option<TenantId>)> {
+        let invalid = |why| (AuthFailure::Invalid(why), None);
+        let text = std::str::from_utf8(raw).map_err(|_| invalid("malformed header"))?;
+        let (scheme, token) = text.split_once(' ').ok_or(invalid("malformed header"))?;
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthFailure::Invalid("unsupported scheme"));
+            return Err(invalid("unsupported scheme"));
         }
         let token = token.trim();
         let parsed = moat_auth::parse_key(token).map_err(|e| match e {
-            moat_auth::KeyFormatError::Checksum => AuthFailure::Invalid("checksum mismatch"),
-            _ => AuthFailure::Invalid("not a moat key"),
+            moat_auth::KeyFormatError::Checksum => invalid("checksum mismatch"),
+            _ => invalid("not a moat key"),
         })?;
         let now = now_ms();
         if let Some(hit) = self.cache.get(token, now) {
@@ -115,22 +120,23 @@ impl Authenticator {
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "key lookup failed");
-                AuthFailure::Unavailable
+                (AuthFailure::Unavailable, None)
             })?
-            .ok_or(AuthFailure::Invalid("unknown key"))?;
+            .ok_or(invalid("unknown key"))?;
+        let known = |why| (AuthFailure::Invalid(why), Some(record.tenant_id.clone()));
         // Verify before looking at revocation or expiry, so that timing does
         // not tell an attacker which public ids exist in which state.
         let hash = record.secret_hash.clone();
         let presented = token.to_owned();
         let ok = tokio::task::spawn_blocking(move || moat_auth::verify_token(&presented, &hash)).await.unwrap_or(false);
         if !ok {
-            return Err(AuthFailure::Invalid("wrong secret"));
+            return Err(known("wrong secret"));
         }
         if record.is_revoked() {
-            return Err(AuthFailure::Invalid("revoked key"));
+            return Err(known("revoked key"));
         }
         if record.is_expired(now) {
-            return Err(AuthFailure::Invalid("expired key"));
+            return Err(known("expired key"));
         }
         let principal = Principal {
             tenant_id: record.tenant_id.clone(),

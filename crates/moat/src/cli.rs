@@ -162,8 +162,16 @@ pub enum ServerVerb {
     Add {
         /// Name: the tool prefix (`<name>__<tool>`).
         name: String,
-        /// URL of a Streamable HTTP or SSE server.
-        #[arg(long, conflicts_with = "command", required_unless_present = "command")]
+        /// URL of a Streamable HTTP or SSE server (written `--url`; the
+        /// gateway's own address then comes from MOAT_URL, or from a
+        /// `--url` before `add`).
+        #[arg(
+            long = "upstream-url",
+            id = "upstream_url",
+            value_name = "URL",
+            conflicts_with = "command",
+            required_unless_present = "command"
+        )]
         url: Option<String>,
         /// Transport of a URL server.
         #[arg(long, value_parser = ["streamable-http", "sse"])]
@@ -196,6 +204,32 @@ pub enum AuditVerb {
     },
 }
 
+/// Rewrites argv so that `moat server add NAME --url URL` names the
+/// upstream, as documented, while `--url` everywhere else (including before
+/// `add`) is the gateway's address. Both cannot be one clap flag: the
+/// gateway's `--url` is global.
+pub fn normalise_args(args: Vec<String>) -> Vec<String> {
+    let noun = args.iter().skip(1).position(|a| !a.starts_with('-')).map(|i| i + 1);
+    let Some(noun) = noun.filter(|&i| args[i] == "server") else { return args };
+    let Some(verb) = args.iter().skip(noun + 1).position(|a| a == "add" || a == "create").map(|i| i + noun + 1) else {
+        return args;
+    };
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i <= verb {
+                a
+            } else if a == "--url" {
+                "--upstream-url".to_owned()
+            } else if let Some(v) = a.strip_prefix("--url=") {
+                format!("--upstream-url={v}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -212,5 +246,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key { verb, remote } => admin::key(&remote, verb).await,
         Command::Server { verb, remote } => admin::server(&remote, verb).await,
         Command::Audit { verb, remote } => admin::audit(&remote, verb).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn server_add_url_names_the_upstream() {
+        let a = normalise_args(argv("moat server --url http://gw add srv --url http://up/mcp"));
+        assert_eq!(a, argv("moat server --url http://gw add srv --upstream-url http://up/mcp"));
+        let cli = Cli::try_parse_from(a).unwrap();
+        match cli.command {
+            Command::Server { verb: ServerVerb::Add { url, .. }, remote } => {
+                assert_eq!(url.as_deref(), Some("http://up/mcp"));
+                assert_eq!(remote.url, "http://gw");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(normalise_args(argv("moat key list --url http://gw")), argv("moat key list --url http://gw"));
+        let a = normalise_args(argv("moat server add fs --command npx -y pkg --url=x"));
+        assert_eq!(a.last().map(String::as_str), Some("--upstream-url=x"));
     }
 }

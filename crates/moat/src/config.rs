@@ -247,6 +247,12 @@ fn validate(
             }
             file_val.map(|v| (v, file.to_owned()))
         };
+    // A broken file is refused even where env or a flag overrides the value.
+    if let Some(v) = &raw.listen
+        && v.parse::<SocketAddr>().is_err()
+    {
+        return Err(ConfigError::new(file, "listen", format!("`{v}` is not an address like 127.0.0.1:8080")));
+    }
     let listen = match pick(raw.listen, "MOAT_LISTEN", flags.listen.clone(), "--listen") {
         Some((v, src)) => v
             .parse::<SocketAddr>()
@@ -392,7 +398,16 @@ fn validate(
             })?,
             (None, Some(_), None) => moat_store::Transport::Stdio,
             (None, None, Some(_)) => moat_store::Transport::StreamableHttp,
-            _ => return Err(ConfigError::new(file, key("transport"), "give `command` (stdio) or `url` (HTTP)")),
+            (None, None, None) => {
+                return Err(ConfigError::new(file, key("command"), "give `command` (stdio) or `url` (HTTP)"));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    file,
+                    key("transport"),
+                    "give either `command` (stdio) or `url` (HTTP), not both",
+                ));
+            }
         };
         match transport {
             moat_store::Transport::Stdio => {

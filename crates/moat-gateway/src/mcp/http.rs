@@ -279,6 +279,11 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
             format!("params._meta must carry `{}` (an object)", protocol::META_CLIENT_CAPABILITIES),
         );
     }
+    if method == "tools/call"
+        && let Err(why) = super::params::check(&app, &caller.principal.tenant_id, &caller.scope, headers, &msg).await
+    {
+        return rpc_error(StatusCode::BAD_REQUEST, id, code::HEADER_MISMATCH, format!("Header mismatch: {why}"));
+    }
     let ctx = CallCtx {
         app: app.clone(),
         principal: caller.principal,

@@ -8,5 +8,6 @@ pub mod http;
 pub mod legacy_sse;
 pub mod names;
 pub mod notify;
+pub mod params;
 pub mod session;
 pub mod wire;

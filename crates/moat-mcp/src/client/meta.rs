@@ -220,11 +220,28 @@ pub(crate) const X_MCP_HEADER: &str = "x-mcp-header";
 
 /// One valid `x-mcp-header` annotation of a tool's `inputSchema`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ParamHeader {
+pub struct ParamHeader {
     /// The header is `Mcp-Param-{token}`.
-    pub(crate) token: String,
+    pub token: String,
     /// The chain of `properties` keys from the schema root.
-    pub(crate) path: Vec<String>,
+    pub path: Vec<String>,
+}
+
+impl ParamHeader {
+    /// The argument this annotation mirrors, rendered as its header value
+    /// would be (before encoding); `None` when absent or `null`.
+    pub fn rendered(&self, arguments: Option<&Value>) -> Option<String> {
+        let mut node = arguments;
+        for key in &self.path {
+            node = node.and_then(|n| n.get(key));
+        }
+        match node {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Bool(b)) => Some(b.to_string()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// The `x-mcp-header` annotations of `input_schema` (2026-07-28, tools):
@@ -232,7 +249,7 @@ pub(crate) struct ParamHeader {
 /// keys only, name an RFC 9110 token unique without regard to case, and
 /// annotate an integer, string or boolean. `Err` says why the tool is
 /// invalid.
-pub(crate) fn param_headers(input_schema: &Value) -> Result<Vec<ParamHeader>, String> {
+pub fn param_headers(input_schema: &Value) -> Result<Vec<ParamHeader>, String> {
     let mut found = Vec::new();
     walk_schema(input_schema, Some(Vec::new()), &mut found, 0)?;
     let mut seen = std::collections::HashSet::new();
@@ -324,16 +341,7 @@ fn is_tchar(b: u8) -> bool {
 pub(crate) fn param_header_values(annotations: &[ParamHeader], arguments: Option<&Value>) -> http::HeaderMap {
     let mut out = http::HeaderMap::new();
     for a in annotations {
-        let mut node = arguments;
-        for key in &a.path {
-            node = node.and_then(|n| n.get(key));
-        }
-        let rendered = match node {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Bool(b)) => b.to_string(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => continue,
-        };
+        let Some(rendered) = a.rendered(arguments) else { continue };
         let name = format!("{}{}", protocol::HEADER_PARAM_PREFIX, a.token.to_ascii_lowercase());
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use crate::jsonrpc::{ErrorObject, Message};
 use crate::protocol;
 
-pub use meta::{Era, ServerHello};
+pub use meta::{Era, ParamHeader, ServerHello, param_headers};
 use router::Router;
 use transport::{Conn, Fail};
 

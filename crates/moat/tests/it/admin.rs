@@ -54,7 +54,8 @@ async fn keys_create_list_revoke_rotate() {
     // A member key may not administer keys.
     let r = moat.get("/api/v1/keys", Some(&laptop)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
-    let r = moat.send(moat.http.post(moat.url("/api/v1/keys")).bearer_auth(&laptop).json(&json!({ "name": "x" }))).await;
+    let r =
+        moat.send(moat.http.post(moat.url("/api/v1/keys")).bearer_auth(&laptop).json(&json!({ "name": "x" }))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     let run = moat.cli_as(&laptop, &["key", "list"]);
     assert_eq!(run.code, Some(1), "{} {}", run.stdout, run.stderr);
@@ -168,7 +169,12 @@ async fn servers_add_list_delete() {
 
     // A duplicate name is refused.
     let r = moat
-        .send(moat.http.post(moat.url("/api/v1/servers")).bearer_auth(&moat.key).json(&json!({ "name": "srv", "command": ["true"] })))
+        .send(
+            moat.http
+                .post(moat.url("/api/v1/servers"))
+                .bearer_auth(&moat.key)
+                .json(&json!({ "name": "srv", "command": ["true"] })),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 
@@ -333,4 +339,28 @@ fn moat_down(moat: &Moat) -> crate::harness::Run {
         .output()
         .unwrap()
         .into()
+}
+
+#[tokio::test]
+async fn failed_uses_of_a_tenants_key_are_in_that_tenants_audit_list() {
+    // `moat audit list --json` (the tenant's own view) must show
+    // `auth.failure` events, with their tenant, when the presented key
+    // belongs to the tenant (a revoked key still in use, a wrong secret).
+    let moat = Moat::start().await;
+    let k = moat.cli(&["key", "create", "leaked", "--role", "member"]).ok().stdout.trim().to_owned();
+    moat.cli(&["key", "revoke", "leaked"]).ok();
+    assert_eq!(whoami(&moat, &k).await, StatusCode::UNAUTHORIZED);
+    let tenant_id = moat.get("/api/v1/whoami", Some(&moat.key)).await.json()["tenant_id"].clone();
+    let mut found = None;
+    for _ in 0..30 {
+        let list = moat.cli(&["audit", "list", "--json", "--action", "auth."]).ok().json();
+        found = list.as_array().unwrap().iter().find(|e| e["action"] == "auth.failure").cloned();
+        if found.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ev = found.expect("no auth.failure in the tenant's `moat audit list --json` after a revoked key was used");
+    assert_eq!(ev["tenant_id"], tenant_id, "{ev}");
+    assert_ne!(ev["result"], "ok", "{ev}");
 }

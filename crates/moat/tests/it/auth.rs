@@ -37,10 +37,8 @@ fn wrong_checksum(key: &str) -> String {
 #[tokio::test]
 async fn requests_without_a_valid_key_get_401_with_a_challenge() {
     let moat = Moat::start().await;
-    let metadata = format!(
-        "Bearer resource_metadata=\"http://127.0.0.1:{}/.well-known/oauth-protected-resource/mcp\"",
-        moat.port
-    );
+    let metadata =
+        format!("Bearer resource_metadata=\"http://127.0.0.1:{}/.well-known/oauth-protected-resource/mcp\"", moat.port);
 
     // No key.
     let r = mcp_with(&moat, None).await;

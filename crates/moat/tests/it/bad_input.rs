@@ -48,7 +48,8 @@ async fn malformed_requests_get_jsonrpc_errors_and_the_server_keeps_serving() {
         r.text
     );
     // Just under the limit is not refused for its size.
-    let fits = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping", "params": { "pad": "x".repeat(1500) } }).to_string();
+    let fits =
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "ping", "params": { "pad": "x".repeat(1500) } }).to_string();
     let r = moat.send(moat.post_raw("/mcp", Some(&key), fits)).await;
     assert_ne!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
 

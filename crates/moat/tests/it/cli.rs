@@ -136,12 +136,7 @@ async fn zero_config_first_start_prints_a_working_owner_key_on_stderr() {
     assert_eq!(mode, 0o600);
 
     let http = http_client();
-    let r = http
-        .get(format!("http://127.0.0.1:{port}/api/v1/whoami"))
-        .bearer_auth(keys[0])
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("http://127.0.0.1:{port}/api/v1/whoami")).bearer_auth(keys[0]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let who: serde_json::Value = r.json().await.unwrap();
     assert_eq!(who["role"], "owner", "{who}");

@@ -160,12 +160,11 @@ impl Resp {
         if ct.starts_with("text/event-stream") {
             let mut last = Value::Null;
             for line in self.text.lines() {
-                if let Some(data) = line.strip_prefix("data:") {
-                    if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                        if v.get("result").is_some() || v.get("error").is_some() {
-                            last = v;
-                        }
-                    }
+                if let Some(data) = line.strip_prefix("data:")
+                    && let Ok(v) = serde_json::from_str::<Value>(data.trim())
+                    && (v.get("result").is_some() || v.get("error").is_some())
+                {
+                    last = v;
                 }
             }
             return last;
@@ -216,10 +215,6 @@ impl Proc {
     /// What the process wrote on stdout so far.
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(stdout_path(&self.stderr_path)).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
     /// What the process wrote so far.
@@ -293,7 +288,11 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let status = self.terminate(Duration::from_secs(10));
         if std::thread::panicking() {
-            eprintln!("---- moat output ({}, exit {status:?}) ----\n{}\n---- end ----", self.stderr_path.display(), self.output());
+            eprintln!(
+                "---- moat output ({}, exit {status:?}) ----\n{}\n---- end ----",
+                self.stderr_path.display(),
+                self.output()
+            );
         }
     }
 }
@@ -410,11 +409,6 @@ impl Moat {
     /// What moat wrote on stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
-    }
-
-    /// The gateway's pid.
-    pub fn pid(&self) -> i32 {
-        self.proc.as_ref().map_or(0, Proc::pid)
     }
 
     /// Sends SIGTERM and waits for the exit (up to `within`), then SIGKILL.
@@ -538,7 +532,8 @@ impl Moat {
         let resp = self.send(self.post_raw(path, Some(key), body.to_string())).await;
         let sid = resp.header("mcp-session-id").unwrap_or_default();
         if !sid.is_empty() {
-            let version = resp.json().pointer("/result/protocolVersion").and_then(Value::as_str).unwrap_or(version).to_owned();
+            let version =
+                resp.json().pointer("/result/protocolVersion").and_then(Value::as_str).unwrap_or(version).to_owned();
             let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
             let r = self
                 .send(

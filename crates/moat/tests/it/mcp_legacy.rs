@@ -117,14 +117,7 @@ async fn an_open_get_stream_ends_when_the_session_is_deleted() {
     let r = moat.send(moat.http.delete(moat.url("/mcp")).bearer_auth(&key).header("mcp-session-id", &sid)).await;
     assert_eq!(r.status, StatusCode::OK);
     // The stream closes (keep-alive comments aside) soon after.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.chunk().await {
-                Ok(Some(_)) => continue,
-                _ => break,
-            }
-        }
-    })
-    .await;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = stream.chunk().await {} }).await;
     assert!(ended.is_ok(), "the session's GET stream stayed open after DELETE");
 }

@@ -51,14 +51,20 @@ async fn modern_headers_are_validated_against_the_body() {
 
     // Mcp-Method missing.
     let r = moat
-        .send(moat.post_raw("/mcp", Some(key), body("server/discover", params.clone())).header("mcp-protocol-version", MODERN))
+        .send(
+            moat.post_raw("/mcp", Some(key), body("server/discover", params.clone()))
+                .header("mcp-protocol-version", MODERN),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert_eq!(r.rpc_code(), Some(-32020), "{}", r.text);
 
     // MCP-Protocol-Version missing.
     let r = moat
-        .send(moat.post_raw("/mcp", Some(key), body("server/discover", params.clone())).header("mcp-method", "server/discover"))
+        .send(
+            moat.post_raw("/mcp", Some(key), body("server/discover", params.clone()))
+                .header("mcp-method", "server/discover"),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert_eq!(r.rpc_code(), Some(-32020), "{}", r.text);
@@ -187,9 +193,7 @@ async fn unknown_method_list_notification_and_verbs() {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert!(r.text.is_empty(), "202 has no body: {}", r.text);
 
-    let r = moat
-        .send(moat.http.get(moat.url("/mcp")).bearer_auth(key).header("accept", "text/event-stream"))
-        .await;
+    let r = moat.send(moat.http.get(moat.url("/mcp")).bearer_auth(key).header("accept", "text/event-stream")).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text);
     let r = moat.send(moat.http.delete(moat.url("/mcp")).bearer_auth(key)).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text);

@@ -41,8 +41,7 @@ fn text_of(result: &Value) -> String {
 }
 
 async fn echo(moat: &Moat, name: &str, message: &str) -> Resp {
-    moat.modern("/mcp", &moat.key, "tools/call", json!({ "name": name, "arguments": { "message": message } }))
-        .await
+    moat.modern("/mcp", &moat.key, "tools/call", json!({ "name": name, "arguments": { "message": message } })).await
 }
 
 #[tokio::test]
@@ -74,7 +73,14 @@ async fn everything_through_the_aggregated_and_per_server_endpoints() {
     let tools = names(&r.result(), "tools", "name");
     assert!(tools.contains(&"everything__echo".to_owned()), "{tools:?}");
     let r = moat
-        .legacy("/mcp", &key, &sid, 2, "tools/call", json!({ "name": "everything__echo", "arguments": { "message": "hi" } }))
+        .legacy(
+            "/mcp",
+            &key,
+            &sid,
+            2,
+            "tools/call",
+            json!({ "name": "everything__echo", "arguments": { "message": "hi" } }),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(text_of(&r.result()), "Echo: hi", "{}", r.text);
@@ -163,12 +169,14 @@ async fn a_killed_upstream_fails_alone_and_comes_back() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut recovered = false;
+    let mut failures = 0;
     while Instant::now() < deadline {
         let r = echo(&moat, "second__echo", "after").await;
         let v = r.json();
         if v["result"].is_object() && text_of(&v["result"]) == "Echo: after" {
             recovered = true;
         } else {
+            failures += 1;
             let message = v["error"]["message"].as_str().unwrap_or_default().to_owned();
             let tool_error = text_of(&v["result"]);
             assert!(
@@ -186,6 +194,7 @@ async fn a_killed_upstream_fails_alone_and_comes_back() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(recovered, "`second` was not restarted within 20 s of being killed");
+    println!("`second` killed: {failures} failed call(s) before it answered again");
     let pids_after = pids_with_marker(&second);
     assert_eq!(pids_after.len(), 1, "{pids_after:?}");
     assert_ne!(pids_after[0], pids[0]);
