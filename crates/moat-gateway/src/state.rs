@@ -25,6 +25,8 @@ pub struct AppState {
     pub pool: UpstreamPool,
     /// Legacy (2025-11-25 and HTTP+SSE) sessions.
     pub sessions: SessionStore,
+    /// Upstream calls parked while a modern client answers input requests.
+    pub parking: crate::mcp::mrtr::Parking,
     /// Audit sink.
     pub audit: AuditSink,
     /// Host/Origin allowlists.

@@ -185,6 +185,10 @@ impl UpstreamPool {
         let options = UpstreamOptions {
             call_timeout: cfg.call_timeout,
             max_concurrency: cfg.upstream_max_concurrency,
+            // moat relays these mid-call requests to the caller's client
+            // (legacy sessions directly, modern clients through MRTR).
+            // Not `roots`: its requests mostly come outside any call.
+            client_capabilities: serde_json::json!({ "sampling": {}, "elicitation": { "form": {} } }),
             ..UpstreamOptions::default()
         };
         let (notify, _) = broadcast::channel(1024);

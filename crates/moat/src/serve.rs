@@ -193,6 +193,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         guard: OriginGuard::new(&gw),
         sessions: SessionStore::new(gw.session_idle_timeout, gw.max_sessions),
+        parking: Default::default(),
         cfg: gw.clone(),
         store: store.clone(),
         auth,
@@ -208,6 +209,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             sweeper.sessions.sweep();
+            sweeper.parking.sweep();
         }
     });
 

@@ -3,6 +3,7 @@
 //! merges lists over the caller's upstreams, routes calls by their
 //! namespaced name or URI, and passes everything else through untouched.
 
+use super::mrtr;
 use super::names::{self, list_key};
 use crate::authn::RequestMeta;
 use crate::state::App;
@@ -410,6 +411,16 @@ async fn forward(
     params: Option<Value>,
     resource: Option<String>,
 ) -> Routed {
+    if ctx.modern && mrtr::supports_input_required(method) {
+        match bridged(ctx, &entry, method, params.as_ref()).await {
+            Some(Ok(Ok(v))) => return Ok((v, resource)),
+            Some(Ok(Err(e))) => {
+                return Err((upstream_error(entry.name(), method, e, ctx.app.cfg.call_timeout), resource));
+            }
+            Some(Err(e)) => return Err((e, resource)),
+            None => {}
+        }
+    }
     let (progress_tx, relay) = match &ctx.notify {
         Some(downstream) => {
             let (tx, mut rx) = mpsc::channel::<Value>(64);
@@ -444,6 +455,56 @@ async fn forward(
         Ok(v) => Ok((v, resource)),
         Err(e) => Err((upstream_error(entry.name(), method, e, ctx.app.cfg.call_timeout), resource)),
     }
+}
+
+/// Serves a modern call through the MRTR bridge when it resumes a parked
+/// call, or when it may need one: a legacy upstream and a client that can
+/// answer input requests. `None`: not bridged, forward normally.
+async fn bridged(
+    ctx: &CallCtx,
+    entry: &Arc<ServerEntry>,
+    method: &str,
+    params: Option<&Value>,
+) -> Option<mrtr::Driven> {
+    let target =
+        params.and_then(|p| p.get(if method == "resources/read" { "uri" } else { "name" })).and_then(Value::as_str)?;
+    let bridge = mrtr::Bridge {
+        parking: &ctx.app.parking,
+        principal: &ctx.principal,
+        method,
+        target,
+        client_caps: ctx.client_caps.as_ref(),
+        notify: ctx.notify.clone(),
+    };
+    if let Some(state) = params.and_then(|p| p.get("requestState")).and_then(Value::as_str)
+        && state.starts_with(mrtr::STATE_PREFIX)
+    {
+        return Some(bridge.resume(state, params.and_then(|p| p.get("inputResponses"))).await);
+    }
+    if !mrtr::client_can_answer(ctx.client_caps.as_ref()) {
+        return None;
+    }
+    let upstream = entry.upstream_for(true).await.ok()?;
+    upstream.connect().await.ok()?;
+    if upstream.hello().is_none_or(|h| h.era != moat_mcp::client::Era::Legacy) {
+        return None;
+    }
+    let (method_owned, params_owned, caps) = (method.to_owned(), params.cloned(), ctx.client_caps.clone());
+    Some(
+        bridge
+            .start(move |server_requests, progress| {
+                tokio::spawn(async move {
+                    let cx = CallContext {
+                        timeout: Some(mrtr::PARK_TTL),
+                        progress: Some(progress),
+                        client_capabilities: caps,
+                        server_requests: Some(server_requests),
+                    };
+                    upstream.request(&method_owned, params_owned, cx).await
+                })
+            })
+            .await,
+    )
 }
 
 /// The aggregated cursor: which server to continue at, and its own cursor.

@@ -134,6 +134,10 @@ pub struct UpstreamOptions {
     pub era: EraPreference,
     /// `clientInfo` moat presents upstream.
     pub client_info: Value,
+    /// The capabilities moat declares in a legacy `initialize` (default
+    /// `{}`): those whose requests the caller can relay to its clients
+    /// through [`CallContext::server_requests`].
+    pub client_capabilities: Value,
 }
 
 impl Default for UpstreamOptions {
@@ -147,6 +151,7 @@ impl Default for UpstreamOptions {
             restart_backoff_max: Duration::from_secs(30),
             era: EraPreference::Auto,
             client_info: json!({"name": "moat", "version": env!("CARGO_PKG_VERSION")}),
+            client_capabilities: json!({}),
         }
     }
 }
@@ -746,7 +751,7 @@ impl Inner {
             "initialize",
             Some(json!({
                 "protocolVersion": protocol::LEGACY_LATEST,
-                "capabilities": {},
+                "capabilities": self.opts.client_capabilities.clone(),
                 "clientInfo": self.opts.client_info,
             })),
         );
