@@ -202,3 +202,82 @@ async fn a_killed_upstream_fails_alone_and_comes_back() {
     let tools = names(&r.result(), "tools", "name");
     assert!(tools.contains(&"second__echo".to_owned()) && tools.contains(&"everything__echo".to_owned()), "{tools:?}");
 }
+
+/// Reads SSE events (`id`, `data`) from a streaming response until `stop`
+/// says so or the stream ends.
+async fn read_events(
+    resp: &mut reqwest::Response,
+    mut stop: impl FnMut(&Option<String>, &str) -> bool,
+) -> Vec<(Option<String>, String)> {
+    let mut decoder = moat_mcp::sse::Decoder::new(1 << 20);
+    let mut events = Vec::new();
+    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(20), resp.chunk()).await.unwrap_or(Ok(None)) {
+        for ev in decoder.feed(&chunk).unwrap() {
+            let done = stop(&ev.id, &ev.data);
+            events.push((ev.id, ev.data));
+            if done {
+                return events;
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_legacy_client_resumes_a_call_with_last_event_id() {
+    let Some(path) = everything() else { return };
+    let marker = unique_marker("resume");
+    let opts = Opts { config: server_toml("everything", &path, &format!("{marker}-everything")), ..Opts::default() };
+    let moat = Moat::with_marker(opts, marker).await;
+    let key = moat.key.clone();
+    let (_, sid) = moat.initialize("/mcp", &key, LEGACY).await;
+    assert!(!sid.is_empty());
+
+    // A 3-step, 3-second call on an SSE stream; the client drops the
+    // connection after the first events.
+    let call = json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "everything__trigger-long-running-operation",
+        "arguments": { "duration": 3, "steps": 3 },
+        "_meta": { "progressToken": "p1" } } });
+    let mut resp = moat
+        .http
+        .post(moat.url("/mcp"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", LEGACY)
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = read_events(&mut resp, |_, data| data.contains("notifications/progress")).await;
+    let last_id = first.iter().rev().find_map(|(id, _)| id.clone()).expect("events carry ids");
+    assert!(first.iter().any(|(_, d)| d.is_empty()), "a priming event opens the stream: {first:?}");
+    assert!(!first.iter().any(|(_, d)| d.contains("\"result\"")), "the call is still running: {first:?}");
+    drop(resp);
+
+    // Resume: everything after the last event seen, up to the result.
+    let mut resumed = moat
+        .http
+        .get(moat.url("/mcp"))
+        .bearer_auth(&key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", LEGACY)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let rest = read_events(&mut resumed, |_, data| data.contains("\"id\":7")).await;
+    let result = rest.iter().find(|(_, d)| d.contains("\"id\":7")).map(|(_, d)| d.clone());
+    let result: Value =
+        serde_json::from_str(&result.unwrap_or_else(|| panic!("no result after resuming: {rest:?}"))).unwrap();
+    assert!(text_of(&result["result"]).contains("completed"), "{result}");
+    assert!(rest.iter().any(|(_, d)| d.contains("notifications/progress")), "later progress is replayed: {rest:?}");
+    // Nothing seen before is replayed.
+    let seen: Vec<_> = first.iter().filter_map(|(id, _)| id.clone()).collect();
+    assert!(rest.iter().all(|(id, _)| id.as_ref().is_none_or(|id| !seen.contains(id))), "{seen:?} vs {rest:?}");
+}
