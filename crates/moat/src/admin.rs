@@ -252,7 +252,16 @@ pub async fn audit(remote: &Remote, verb: AuditVerb) -> anyhow::Result<()> {
             if all {
                 q.push(("scope", "all".into()));
             }
-            let v = c.call(Method::GET, "/audit", None, &q).await?;
+            let mut v = c.call(Method::GET, "/audit", None, &q).await?;
+            if !remote.json
+                && let Some(rows) = v.as_array_mut()
+            {
+                for row in rows {
+                    if let Some(ms) = row["at"].as_i64() {
+                        row["at"] = Value::String(rfc3339(ms));
+                    }
+                }
+            }
             out(
                 remote,
                 &v,
