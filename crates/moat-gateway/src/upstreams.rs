@@ -295,7 +295,12 @@ impl UpstreamPool {
             Ok(upstream) => upstream.request(method, params, ctx).await,
             Err(e) => Err(e),
         };
-        entry.mark(result.is_ok());
+        // Only a transport failure makes a server unhealthy: a JSON-RPC error
+        // (say -32601 for prompts a server does not have) is an answer.
+        entry.mark(!matches!(
+            result,
+            Err(UpstreamError::Timeout | UpstreamError::Unavailable(_) | UpstreamError::Protocol(_) | UpstreamError::Closed)
+        ));
         let value = result?;
         if let Ok(mut lists) = entry.lists.lock() {
             lists.insert(key, (value.clone(), Instant::now()));

@@ -67,8 +67,9 @@ impl ErrorObject {
 pub struct Message {
     /// Always `"2.0"`.
     pub jsonrpc: String,
-    /// Present on requests and responses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present on requests and responses (`Some(Null)` when the member is
+    /// `null`, which only an error response may carry).
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub id: Option<Id>,
     /// Present on requests and notifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,8 +77,8 @@ pub struct Message {
     /// Request or notification parameters, untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Value>,
-    /// A successful response's result, untouched.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A successful response's result, untouched (even `null`).
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     /// An error response's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +86,13 @@ pub struct Message {
     /// Unknown top-level members, passed through.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A member that is present, even as `null`, is `Some`: serde's default
+/// would read `"id": null` as an absent id and turn a request into a
+/// notification.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// What a message is, by its shape.
@@ -302,5 +310,257 @@ mod tests {
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["id"], Value::Null);
         assert_eq!(v["error"]["code"], -32700);
+    }
+
+    /// A JSON-RPC error response whose id could not be read carries
+    /// `"id": null` (JSON-RPC 2.0 §5), and moat itself emits one
+    /// ([`Message::error_response`] with `None`); a request with `"id": null`
+    /// is not a notification. `#[serde(default)]` on `Option<Id>` turns a
+    /// present `null` into `None`, so `validate` never sees it.
+    #[test]
+    fn null_ids_keep_their_meaning() {
+        let own = Message::error_response(None, ErrorObject::new(code::PARSE_ERROR, "bad")).to_bytes();
+        let parsed = Message::parse(&own).expect("moat's own error response parses");
+        assert_eq!(parsed.kind(), Kind::Response);
+        assert_eq!(serde_json::to_value(&parsed).unwrap()["id"], Value::Null);
+        let req = br#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{}}"#;
+        assert_eq!(Message::parse(req).map_err(|e| e.code()), Err(code::INVALID_REQUEST));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            // No regression files written into the source tree.
+            ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("jsonrpc".to_owned()),
+                Just("id".to_owned()),
+                Just("method".to_owned()),
+                Just("params".to_owned()),
+                Just("result".to_owned()),
+                Just("error".to_owned()),
+                Just("_meta".to_owned()),
+                "\\PC{0,8}",
+            ]
+        }
+
+        fn number() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f).map(Value::Number)),
+            ]
+        }
+
+        /// Any JSON value, biased towards the members a message has.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                number(),
+                Just(Value::String("2.0".into())),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    prop::collection::vec((key(), inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// JSON without nulls (a present `null` member is read as absent).
+        fn json_no_null() -> impl Strategy<Value = Value> {
+            let leaf =
+                prop_oneof![any::<bool>().prop_map(Value::Bool), number(), any::<String>().prop_map(Value::String)];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec(("\\PC{0,6}", inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn id() -> impl Strategy<Value = Value> {
+            prop_oneof![number(), any::<String>().prop_map(Value::String)]
+        }
+
+        /// Unknown top-level members (not one of the envelope's).
+        fn extras() -> impl Strategy<Value = Map<String, Value>> {
+            prop::collection::vec(("[a-zA-Z_./]{1,10}", json_no_null()), 0..3).prop_map(|kv| {
+                kv.into_iter()
+                    .filter(|(k, _)| !["jsonrpc", "id", "method", "params", "result", "error"].contains(&k.as_str()))
+                    .collect()
+            })
+        }
+
+        fn params() -> impl Strategy<Value = Option<Value>> {
+            let object = prop::collection::vec(("\\PC{0,8}", json_no_null()), 0..4)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect()));
+            let array = prop::collection::vec(json_no_null(), 0..4).prop_map(Value::Array);
+            prop::option::of(prop_oneof![object, array])
+        }
+
+        /// Well-formed messages of every kind, as JSON values.
+        fn message() -> impl Strategy<Value = Value> {
+            let method = "\\PC{1,20}";
+            let request = (id(), method, params(), extras()).prop_map(|(id, m, p, x)| {
+                let mut o = x;
+                o.insert("jsonrpc".into(), "2.0".into());
+                o.insert("id".into(), id);
+                o.insert("method".into(), Value::String(m));
+                if let Some(p) = p {
+                    o.insert("params".into(), p);
+                }
+                Value::Object(o)
+            });
+            let notification = (method, params(), extras()).prop_map(|(m, p, x)| {
+                let mut o = x;
+                o.insert("jsonrpc".into(), "2.0".into());
+                o.insert("method".into(), Value::String(m));
+                if let Some(p) = p {
+                    o.insert("params".into(), p);
+                }
+                Value::Object(o)
+            });
+            let success = (id(), json_no_null(), extras()).prop_map(|(id, r, x)| {
+                let mut o = x;
+                o.insert("jsonrpc".into(), "2.0".into());
+                o.insert("id".into(), id);
+                o.insert("result".into(), r);
+                Value::Object(o)
+            });
+            let error = (id(), any::<i64>(), any::<String>(), prop::option::of(json_no_null()), extras()).prop_map(
+                |(id, code, message, data, x)| {
+                    let mut o = x;
+                    o.insert("jsonrpc".into(), "2.0".into());
+                    o.insert("id".into(), id);
+                    let mut e = serde_json::json!({ "code": code, "message": message });
+                    if let Some(d) = data {
+                        e["data"] = d;
+                    }
+                    o.insert("error".into(), e);
+                    Value::Object(o)
+                },
+            );
+            prop_oneof![request, notification, success, error]
+        }
+
+        /// What a parsed message serialises to: the input, less the members
+        /// that `serde(default)` reads a `null` as absent from.
+        fn without_null_members(v: &Value) -> Value {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.retain(|k, x| !(x.is_null() && ["id", "method", "params", "result", "error"].contains(&k.as_str())));
+                if let Some(Value::Object(e)) = o.get_mut("error")
+                    && e.get("data").is_some_and(Value::is_null)
+                {
+                    e.remove("data");
+                }
+            }
+            v
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn parse_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                let r = Message::parse(&bytes);
+                let is_json = serde_json::from_slice::<Value>(&bytes).is_ok();
+                match r {
+                    Ok(_) => prop_assert!(is_json),
+                    Err(e) if is_json => prop_assert_eq!(e.code(), code::INVALID_REQUEST),
+                    Err(e) => prop_assert_eq!(e.code(), code::PARSE_ERROR),
+                }
+            }
+
+            #[test]
+            fn non_json_text_is_a_parse_error(prefix in prop::collection::vec(any::<u8>(), 0..64), v in json()) {
+                // Valid JSON followed by garbage, or garbage in front, is not JSON.
+                let mut bytes = serde_json::to_vec(&v).unwrap();
+                bytes.extend_from_slice(b" }x");
+                prop_assert_eq!(Message::parse(&bytes).unwrap_err().code(), code::PARSE_ERROR);
+                let mut front = prefix;
+                front.push(b'}');
+                front.extend_from_slice(&serde_json::to_vec(&v).unwrap());
+                if serde_json::from_slice::<Value>(&front).is_err() {
+                    prop_assert_eq!(Message::parse(&front).unwrap_err().code(), code::PARSE_ERROR);
+                }
+            }
+
+            #[test]
+            fn any_json_value_is_a_message_or_invalid_request(v in prop_oneof![json(), message()]) {
+                let from_value = Message::from_value(v.clone());
+                let from_bytes = Message::parse(&serde_json::to_vec(&v).unwrap());
+                prop_assert_eq!(from_value.is_ok(), from_bytes.is_ok());
+                match from_value {
+                    Err(e) => {
+                        prop_assert_eq!(e.code(), code::INVALID_REQUEST);
+                        prop_assert_eq!(from_bytes.unwrap_err().code(), code::INVALID_REQUEST);
+                    }
+                    Ok(m) => {
+                        prop_assert!(v.is_object());
+                        // Re-serialising keeps every member (nulls aside) ...
+                        let out = serde_json::to_value(&m).unwrap();
+                        prop_assert_eq!(&out, &without_null_members(&v));
+                        // ... and is itself the same message.
+                        prop_assert_eq!(Message::from_value(out).unwrap(), m);
+                    }
+                }
+                if !v.is_object() {
+                    prop_assert_eq!(Message::from_value(v).unwrap_err().code(), code::INVALID_REQUEST);
+                }
+            }
+
+            #[test]
+            fn well_formed_messages_round_trip(v in message()) {
+                let m = Message::from_value(v.clone());
+                prop_assert!(m.is_ok(), "refused {}: {:?}", v, m);
+                let m = m.unwrap();
+                let expected = match (v.get("method").is_some(), v.get("id").is_some()) {
+                    (true, true) => Kind::Request,
+                    (true, false) => Kind::Notification,
+                    (false, _) => Kind::Response,
+                };
+                prop_assert_eq!(m.kind(), expected);
+                prop_assert_eq!(serde_json::to_value(&m).unwrap(), v.clone());
+                // Through bytes too, where no float is involved (see
+                // `floats_survive_a_hop`).
+                if !has_float(&v) {
+                    prop_assert_eq!(Message::parse(&m.to_bytes()).unwrap(), m);
+                }
+            }
+        }
+
+        fn has_float(v: &Value) -> bool {
+            match v {
+                Value::Number(n) => n.is_f64(),
+                Value::Array(a) => a.iter().any(has_float),
+                Value::Object(o) => o.values().any(has_float),
+                _ => false,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// The gateway parses and re-serialises every message it relays;
+            /// without serde_json's `float_roundtrip` feature, parsing text is
+            /// not exact, so a float in a tool result can change its last
+            /// digit at each hop (e.g. `-9.222286681388908e106` becomes
+            /// `-9.222286681388911e106`).
+            #[test]
+            fn floats_survive_a_hop(v in message()) {
+                let m = Message::from_value(v).unwrap();
+                prop_assert_eq!(Message::parse(&m.to_bytes()).unwrap(), m);
+            }
+        }
     }
 }

@@ -120,4 +120,54 @@ mod tests {
         assert_eq!(decode_header_value(b"=?base64?***?="), None);
         assert_eq!(decode_header_value(b"bad\x01"), None);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            // No regression files written into the source tree.
+            ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        /// Strings near the edges of the plain form: sentinels, spaces,
+        /// tabs, controls and non-ASCII.
+        fn tricky() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                3 => any::<char>().prop_map(|c| c.to_string()),
+                3 => "[ -~]{1,6}",
+                1 => Just("=?base64?".to_owned()),
+                1 => Just("?=".to_owned()),
+                1 => Just(" ".to_owned()),
+                1 => Just("\t".to_owned()),
+                1 => Just("\r\n".to_owned()),
+            ];
+            prop::collection::vec(piece, 0..8).prop_map(|p| p.concat())
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn header_values_round_trip_as_visible_ascii(s in prop_oneof![any::<String>(), tricky()]) {
+                let enc = encode_header_value(&s);
+                prop_assert!(enc.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' '), "{:?}", enc);
+                // HTTP trims leading/trailing whitespace: the value must not have any.
+                prop_assert_eq!(enc.trim(), enc.as_str());
+                prop_assert!(http::HeaderValue::from_str(&enc).is_ok());
+                prop_assert_eq!(decode_header_value(enc.as_bytes()), Some(s));
+            }
+
+            #[test]
+            fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..128), sentinel in any::<bool>()) {
+                let raw = if sentinel { [b"=?base64?".as_slice(), &bytes, b"?="].concat() } else { bytes };
+                if let Some(v) = decode_header_value(&raw) {
+                    // Whatever decodes was visible ASCII on the wire.
+                    prop_assert!(raw.iter().all(|b| *b == b'\t' || (0x20..=0x7e).contains(b)));
+                    // And encodes back to something that decodes the same.
+                    prop_assert_eq!(decode_header_value(encode_header_value(&v).as_bytes()), Some(v));
+                }
+            }
+        }
+    }
 }

@@ -41,9 +41,12 @@ impl Event {
         if let Some(retry) = self.retry {
             out.push_str(&format!("retry: {retry}\n"));
         }
-        for line in self.data.split('\n') {
+        // CR, LF and CRLF all end a line in SSE: split on each, so no data
+        // can forge a field or an event boundary.
+        let data = self.data.replace("\r\n", "\n");
+        for line in data.split(['\r', '\n']) {
             out.push_str("data: ");
-            out.push_str(line.strip_suffix('\r').unwrap_or(line));
+            out.push_str(line);
             out.push('\n');
         }
         out.push('\n');
@@ -171,5 +174,181 @@ mod tests {
     fn refuses_endless_events() {
         let mut d = Decoder::new(16);
         assert!(d.feed(b"data: 0123456789abcdefghij").is_err());
+    }
+
+    #[test]
+    fn cr_in_data_cannot_forge_fields_or_events() {
+        let ev = Event::message("x\rid: 9\r\rdata: forged");
+        let mut d = Decoder::new(1024);
+        assert_eq!(d.feed(ev.encode().as_bytes()).unwrap(), vec![Event::message("x\nid: 9\n\ndata: forged")]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            // No regression files written into the source tree.
+            ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        /// Splits `bytes` at the given (wrapped) positions.
+        fn chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+            let mut at: Vec<usize> = cuts.iter().map(|c| if bytes.is_empty() { 0 } else { c % bytes.len() }).collect();
+            at.push(0);
+            at.push(bytes.len());
+            at.sort_unstable();
+            at.dedup();
+            at.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
+        }
+
+        /// Feeds every chunk, checking the buffer bound after each one.
+        fn decode(d: &mut Decoder, parts: &[Vec<u8>]) -> Result<Vec<Event>, TooLarge> {
+            let mut out = Vec::new();
+            for p in parts {
+                out.extend(d.feed(p)?);
+                assert!(d.pending_bytes + d.buf.len() <= d.max_event_bytes, "buffered past the limit");
+            }
+            Ok(out)
+        }
+
+        /// Text for data: any characters, with line breaks made likely.
+        fn text(cr: bool) -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                4 => any::<char>().prop_map(|c| c.to_string()),
+                1 => Just("\n".to_owned()),
+                1 => Just("\r\n".to_owned()),
+                1 => Just("\r".to_owned()),
+                1 => Just(" ".to_owned()),
+                1 => Just(":".to_owned()),
+                1 => Just("data: ".to_owned()),
+            ];
+            prop::collection::vec(piece, 0..24).prop_map(move |p| {
+                let s = p.concat();
+                if cr { s } else { s.replace("\r\n", "\n").replace('\r', "") }
+            })
+        }
+
+        /// Values for `id`/`event`: no line breaks (moat generates them) and
+        /// no NUL (the SSE spec ignores an id containing one).
+        fn field() -> impl Strategy<Value = Option<String>> {
+            prop::option::of("[^\r\n\0]{0,16}")
+        }
+
+        fn event(cr: bool) -> impl Strategy<Value = Event> {
+            (field(), field(), text(cr), prop::option::of(any::<u64>())).prop_map(|(id, event, data, retry)| Event {
+                id,
+                event,
+                data,
+                retry,
+            })
+        }
+
+        /// What an event decodes to: SSE has no way to carry a CR in data,
+        /// every line break arrives as `\n`.
+        fn normalised(ev: &Event) -> Event {
+            Event { data: ev.data.replace("\r\n", "\n").replace('\r', "\n"), ..ev.clone() }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn feed_never_panics(
+                bytes in prop::collection::vec(prop_oneof![any::<u8>(), Just(b'\n'), Just(b'\r'), Just(b':')], 0..512),
+                cuts in prop::collection::vec(any::<usize>(), 0..16),
+                limit in 0usize..256,
+            ) {
+                let mut d = Decoder::new(limit);
+                let _ = decode(&mut d, &chunks(&bytes, &cuts));
+            }
+
+            #[test]
+            fn encoded_events_decode_identically(
+                events in prop::collection::vec(event(false), 1..4),
+                cuts in prop::collection::vec(any::<usize>(), 0..16),
+            ) {
+                let wire: String = events.iter().map(Event::encode).collect();
+                let mut d = Decoder::new(1 << 20);
+                let got = decode(&mut d, &chunks(wire.as_bytes(), &cuts)).unwrap();
+                prop_assert_eq!(got, events);
+            }
+
+            #[test]
+            fn crlf_in_data_decodes_as_lf(
+                ev in event(false),
+                at in prop::collection::vec(any::<prop::sample::Index>(), 1..4),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                // Insert CRLF line breaks into the data.
+                // Positions in the original data, so that no CRLF is split.
+                let mut data: Vec<char> = ev.data.chars().collect();
+                let mut pos: Vec<usize> = at.iter().map(|i| i.index(data.len() + 1)).collect();
+                pos.sort_unstable_by(|a, b| b.cmp(a));
+                for p in pos {
+                    data.splice(p..p, ['\r', '\n']);
+                }
+                let ev = Event { data: data.into_iter().collect(), ..ev };
+                let mut d = Decoder::new(1 << 20);
+                let got = decode(&mut d, &chunks(ev.encode().as_bytes(), &cuts)).unwrap();
+                prop_assert_eq!(got, vec![normalised(&ev)]);
+            }
+
+            #[test]
+            fn a_line_without_end_fails_once_over_the_limit(
+                limit in 1usize..512,
+                pieces in prop::collection::vec(1usize..64, 1..64),
+            ) {
+                let mut d = Decoder::new(limit);
+                let mut fed = 0usize;
+                for n in pieces {
+                    fed += n;
+                    let r = d.feed(&vec![b'x'; n]);
+                    if fed > limit {
+                        prop_assert_eq!(r, Err(TooLarge(limit)));
+                        break;
+                    }
+                    prop_assert_eq!(r, Ok(Vec::new()));
+                    prop_assert!(d.buf.len() <= limit);
+                }
+            }
+
+            #[test]
+            fn an_event_of_many_lines_fails_once_over_the_limit(
+                limit in 16usize..512,
+                lines in prop::collection::vec("[a-z]{0,40}", 1..64),
+            ) {
+                // Lines of one event (never a blank line) count together.
+                let mut d = Decoder::new(limit);
+                let mut total = 0usize;
+                for l in lines {
+                    let line = format!("data: {l}\n");
+                    total += line.len() - 1;
+                    let r = d.feed(line.as_bytes());
+                    if total > limit {
+                        prop_assert_eq!(r, Err(TooLarge(limit)));
+                        break;
+                    }
+                    prop_assert!(r.is_ok());
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// A lone CR is a line break in SSE. `Event::encode` splits data
+            /// on `\n` only (dropping a CR just before it), so a lone CR in
+            /// data ends the `data:` line early: the rest of the line is read
+            /// as a field of its own, and `"\r\r"` ends the event — data
+            /// `"x\rid: 9"` sets the event id, `"x\r\rdata: forged"` adds a
+            /// second event.
+            #[test]
+            fn lone_cr_in_data_is_a_line_break(ev in event(true), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                let mut d = Decoder::new(1 << 20);
+                let got = decode(&mut d, &chunks(ev.encode().as_bytes(), &cuts)).unwrap();
+                prop_assert_eq!(got, vec![normalised(&ev)]);
+            }
+        }
     }
 }

@@ -552,8 +552,12 @@ async fn aggregate_list(ctx: &CallCtx, method: &str, params: Option<&Value>) -> 
             continue;
         }
         let cx = CallContext { timeout: Some(timeout), ..call_context(ctx, None) };
+        let resuming = this_cursor.is_some();
         let page = match ctx.app.pool.list_page(entry, ctx.modern, method, this_cursor, cx).await {
             Ok(page) => page,
+            // The client asked to continue inside this server: its refusal
+            // (an expired or bad cursor) is the client's answer.
+            Err(e) if resuming => return Err(upstream_error(entry.name(), method, e, timeout)),
             Err(UpstreamError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => continue,
             Err(e) => {
                 let e = upstream_error(entry.name(), method, e, timeout);

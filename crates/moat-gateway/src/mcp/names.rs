@@ -138,4 +138,56 @@ mod tests {
         assert_eq!(res["content"][0]["uri"], "ev+a://b");
         assert_eq!(res["content"][2]["resource"]["uri"], "ev+c://d");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            // No regression files written into the source tree.
+            ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        /// Valid server names: `[a-z0-9]+(-[a-z0-9]+)*`, at most 63 long.
+        fn server() -> impl Strategy<Value = String> {
+            "[a-z0-9]{1,12}(-[a-z0-9]{1,12}){0,5}".prop_filter("at most 63", |s| s.len() <= 63)
+        }
+
+        /// Non-empty names and URIs, separators included.
+        fn inner() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                3 => any::<char>().prop_map(|c| c.to_string()),
+                1 => Just("__".to_owned()),
+                1 => Just("_".to_owned()),
+                1 => Just("+".to_owned()),
+                1 => Just("://".to_owned()),
+            ];
+            prop::collection::vec(piece, 1..16).prop_map(|p| p.concat())
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn names_split_back(s in server(), n in prop_oneof![inner(), any::<String>().prop_filter("non-empty", |n| !n.is_empty())]) {
+                prop_assert!(moat_core::validate_name(&s).is_ok(), "{}", s);
+                let full = prefix_name(&s, &n);
+                prop_assert_eq!(split_name(&full), Some((s.as_str(), n.as_str())));
+            }
+
+            #[test]
+            fn uris_split_back(s in server(), u in prop_oneof![inner(), any::<String>().prop_filter("non-empty", |u| !u.is_empty())]) {
+                let full = prefix_uri(&s, &u);
+                prop_assert_eq!(split_uri(&full), Some((s.as_str(), u.as_str())));
+            }
+
+            #[test]
+            fn splitting_never_panics_and_yields_valid_servers(full in any::<String>()) {
+                for (server, rest) in [split_name(&full), split_uri(&full)].into_iter().flatten() {
+                    prop_assert!(moat_core::validate_name(server).is_ok());
+                    prop_assert!(!rest.is_empty());
+                }
+            }
+        }
+    }
 }

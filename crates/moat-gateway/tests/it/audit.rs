@@ -1,0 +1,74 @@
+//! Audit events and metrics of MCP calls: metadata only.
+
+use crate::support::Gw;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use moat_store::AuditResult;
+use serde_json::json;
+
+const SECRET: &str = "sk-live-7f3a9c1e5b2d8f4a6c0e9b7d5f3a1c8e";
+
+#[tokio::test]
+async fn mcp_calls_are_audited_without_argument_values() {
+    let gw = Gw::start().await;
+    gw.add_fake("alpha", &[]).await;
+    let r = gw.call_tool("alpha__echo", json!({ "api_key": SECRET, "nested": { "token": SECRET } })).await;
+    // The upstream did get the value (it echoes it back).
+    assert!(r.text().contains(SECRET), "{}", r.text());
+    let r = gw.modern("/mcp", "prompts/get", json!({ "name": "alpha__greet", "arguments": { "who": SECRET } })).await;
+    assert!(r.text().contains(SECRET), "{}", r.text());
+    let r = gw.modern("/mcp", "tools/call", json!({ "name": "nosuch__echo", "arguments": { "k": SECRET } })).await;
+    assert!(r.json().get("error").is_some());
+
+    let events = gw
+        .audit("mcp.", |evs| {
+            evs.iter().filter(|e| e.action == "mcp.tools/call").count() >= 2
+                && evs.iter().any(|e| e.action == "mcp.prompts/get")
+        })
+        .await;
+    let call = events
+        .iter()
+        .find(|e| e.action == "mcp.tools/call" && e.result == AuditResult::Ok)
+        .unwrap_or_else(|| panic!("no mcp.tools/call event: {events:?}"));
+    assert_eq!(call.resource.as_deref(), Some("alpha/echo"));
+    assert_eq!(call.tenant_id.as_ref(), Some(&gw.tenant.id));
+    assert_eq!(call.source_addr.as_deref(), Some("127.0.0.1"));
+    assert!(call.request_id.is_some() && call.actor_id.is_some() && call.latency_ms.is_some(), "{call:?}");
+    assert_eq!(call.metadata["era"], "modern");
+    let failed = events
+        .iter()
+        .find(|e| e.action == "mcp.tools/call" && e.result == AuditResult::Error)
+        .unwrap_or_else(|| panic!("no failed mcp.tools/call event: {events:?}"));
+    assert_eq!(failed.metadata["error_code"], -32602);
+
+    // No event at all (auth ones included) carries an argument value.
+    let all = gw.audit("", |_| true).await;
+    assert!(all.len() >= events.len());
+    for ev in &all {
+        let text = serde_json::to_string(ev).unwrap();
+        assert!(!text.contains(SECRET), "an audit event carries an argument value: {text}");
+        assert!(!text.contains(&gw.key), "an audit event carries the API key: {text}");
+    }
+    gw.finish().await;
+}
+
+#[tokio::test]
+async fn metrics_count_mcp_calls_by_server() {
+    let gw = Gw::start().await;
+    gw.add_fake("metricsrv", &[]).await;
+    let r = gw.call_tool("metricsrv__echo", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let req = Request::get("/metrics").header(header::HOST, crate::support::HOST).body(Body::empty()).unwrap();
+    let r = gw.send(req).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("moat_mcp_requests_total{") && l.contains("server=\"metricsrv\""))
+        .unwrap_or_else(|| panic!("no moat_mcp_requests_total for metricsrv:\n{text}"));
+    assert!(line.contains("method=\"tools/call\"") && line.contains("outcome=\"ok\""), "{line}");
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{line}");
+    assert!(!text.contains("echo\""), "tool names are not labels: {text}");
+    gw.finish().await;
+}
