@@ -221,7 +221,7 @@ fn parse_toml(text: &str, name: &str) -> Result<RawConfig, ConfigError> {
         let key = e
             .span()
             .map(|s| {
-                let line = text[..s.start.min(text.len())].lines().count().max(1);
+                let line = text.get(..s.start).unwrap_or(text).lines().count().max(1);
                 format!("line {line}")
             })
             .unwrap_or_else(|| "(file)".into());
