@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A role inside a tenant. Ordered: `Owner > Admin > Member`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// May read and use what is granted.
@@ -19,7 +19,7 @@ pub enum Role {
 }
 
 /// What kind of actor holds a credential.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
     /// A person.

@@ -299,7 +299,10 @@ impl UpstreamPool {
         // (say -32601 for prompts a server does not have) is an answer.
         entry.mark(!matches!(
             result,
-            Err(UpstreamError::Timeout | UpstreamError::Unavailable(_) | UpstreamError::Protocol(_) | UpstreamError::Closed)
+            Err(UpstreamError::Timeout
+                | UpstreamError::Unavailable(_)
+                | UpstreamError::Protocol(_)
+                | UpstreamError::Closed)
         ));
         let value = result?;
         if let Ok(mut lists) = entry.lists.lock() {

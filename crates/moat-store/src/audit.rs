@@ -17,7 +17,7 @@ pub const DEFAULT_AUDIT_LIMIT: u32 = 100;
 pub const MAX_AUDIT_LIMIT: u32 = 1000;
 
 /// How an audited action ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditResult {
     /// It was done.
@@ -30,7 +30,7 @@ pub enum AuditResult {
 text_enum!(AuditResult, "audit result", { Ok => "ok", Denied => "denied", Error => "error" });
 
 /// One audit event, as appended and as listed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Its id (made by the emitter, so a retried batch cannot duplicate it).
     pub id: AuditId,

@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use std::fmt;
 
 /// An API key as admins see it: everything but the secret hash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyRecord {
     /// Its id.
     pub id: ApiKeyId,

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// How moat reaches an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     /// A child process speaking JSON-RPC over stdin/stdout.
@@ -28,7 +28,7 @@ pub enum Transport {
 text_enum!(Transport, "transport", { Stdio => "stdio", StreamableHttp => "streamable-http", Sse => "sse" });
 
 /// Where a server registration came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServerSource {
     /// A `[[servers]]` entry of the config file, applied at boot.
@@ -39,7 +39,7 @@ pub enum ServerSource {
 text_enum!(ServerSource, "server source", { Config => "config", Api => "api" });
 
 /// A registered upstream.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ServerRecord {
     /// Its id.
     pub id: ServerId,
