@@ -54,8 +54,12 @@ pub struct ServerRecord {
     /// Program and arguments, for stdio.
     pub command: Option<Vec<String>>,
     /// Environment given to a stdio process (nothing else is inherited).
+    /// Serialised with values redacted: they may be credentials.
+    #[serde(serialize_with = "redacted_values")]
     pub env: BTreeMap<String, String>,
-    /// Extra request headers for HTTP transports.
+    /// Extra request headers for HTTP transports (values redacted when
+    /// serialised).
+    #[serde(serialize_with = "redacted_values")]
     pub headers: BTreeMap<String, String>,
     /// Whether callers without credentials may use it.
     pub allow_anonymous: bool,
@@ -346,5 +350,47 @@ mod tests {
         s.env.insert("TOKEN".into(), "hunter2".into());
         let text = format!("{s:?}");
         assert!(text.contains("TOKEN") && !text.contains("hunter2"), "{text}");
+    }
+}
+
+/// Serialises a map's keys with every value replaced by `[redacted]`: env
+/// and header values may carry credentials, which never leave moat through
+/// an API response.
+fn redacted_values<S: serde::Serializer>(map: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut out = s.serialize_map(Some(map.len()))?;
+    for k in map.keys() {
+        out.serialize_entry(k, "[redacted]")?;
+    }
+    out.end()
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn serialised_records_never_carry_env_or_header_values() {
+        let mut new = NewServer::http("s", Transport::StreamableHttp, "http://127.0.0.1:1/mcp");
+        new.headers.insert("Authorization".into(), "Bearer super-secret-token".into());
+        new.env.insert("API_KEY".into(), "sk-live-123".into());
+        let record = ServerRecord {
+            id: moat_core::ServerId::generate(),
+            tenant_id: moat_core::TenantId::generate(),
+            name: new.name,
+            transport: new.transport,
+            url: new.url,
+            command: None,
+            env: new.env,
+            headers: new.headers,
+            allow_anonymous: false,
+            source: ServerSource::Api,
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(!json.contains("super-secret-token") && !json.contains("sk-live-123"), "{json}");
+        assert!(json.contains("Authorization") && json.contains("[redacted]"), "{json}");
     }
 }
