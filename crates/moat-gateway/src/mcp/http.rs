@@ -10,7 +10,7 @@
 use super::dispatch::{CallCtx, Scope, dispatch, initialize_result};
 use super::session::{EventLog, Session, SessionTransport};
 use super::wire::{self, accepted, json_message, rpc_error, sse_response};
-use crate::authn::{AuthFailure, RequestMeta};
+use crate::authn::RequestMeta;
 use crate::state::App;
 use crate::upstreams::ServerEntry;
 use axum::body::Bytes;
@@ -698,9 +698,4 @@ pub async fn delete_server(
     headers: HeaderMap,
 ) -> Response {
     delete(app, addr, headers, Some(server)).await
-}
-
-/// Maps an authentication failure for callers outside this module.
-pub fn refuse(app: &App, path: &str, f: &AuthFailure) -> Response {
-    wire::auth_failure(app, path, f)
 }
