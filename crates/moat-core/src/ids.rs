@@ -59,3 +59,11 @@ id_type!(
     /// An audit event.
     AuditId
 );
+id_type!(
+    /// A team: a group of users inside a tenant.
+    TeamId
+);
+id_type!(
+    /// A stored upstream credential.
+    CredentialId
+);

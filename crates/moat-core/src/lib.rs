@@ -1,5 +1,5 @@
 //! Shared vocabulary of moat: identifiers, the authenticated [`Principal`],
-//! roles and principal kinds, and name validation.
+//! roles and principal kinds, credential scope tiers, and name validation.
 //!
 //! This crate owns types only; it performs no I/O. Every other crate depends
 //! on it, and it depends on none of them.
@@ -7,11 +7,14 @@
 
 mod ids;
 mod names;
+#[macro_use]
 mod principal;
+mod scope;
 
-pub use ids::{ApiKeyId, AuditId, ServerId, TenantId, UserId, new_id};
+pub use ids::{ApiKeyId, AuditId, CredentialId, ServerId, TeamId, TenantId, UserId, new_id};
 pub use names::{NameError, validate_name};
 pub use principal::{AuthMethod, ParseEnumError, Principal, PrincipalKind, Role};
+pub use scope::{CredentialKind, ScopeTier};
 
 /// Milliseconds since the Unix epoch, the one clock representation stored.
 pub fn now_ms() -> i64 {

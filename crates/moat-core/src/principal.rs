@@ -77,11 +77,12 @@ impl Principal {
 #[derive(Debug, thiserror::Error)]
 #[error("unknown {what} `{value}`; expected one of: {expected}")]
 pub struct ParseEnumError {
-    what: &'static str,
-    value: String,
-    expected: &'static str,
+    pub(crate) what: &'static str,
+    pub(crate) value: String,
+    pub(crate) expected: &'static str,
 }
 
+/// Implements `as_str`, `Display` and `FromStr` over lowercase text forms.
 macro_rules! text_enum {
     ($ty:ident, $what:literal, $expected:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
         impl $ty {
