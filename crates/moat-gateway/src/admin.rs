@@ -14,7 +14,7 @@ use crate::state::App;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use moat_core::{Principal, PrincipalKind, Role, TenantId, UserId, now_ms};
 use moat_store::{
@@ -27,6 +27,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use utoipa::{IntoParams, ToSchema};
+
+pub(crate) mod vault;
 
 // The `#[utoipa::path]` annotations below are the API's contract: they are
 // gathered into the document served at `/api/v1/openapi.json` (see
@@ -47,6 +49,14 @@ pub fn routes() -> Router<App> {
         .route("/tenants", get(list_tenants).post(create_tenant))
         .route("/tenants/{tenant}", get(show_tenant).delete(delete_tenant))
         .route("/users", get(list_users).post(create_user))
+        .route("/users/{user}", get(vault::show_user).delete(vault::delete_user))
+        .route("/teams", get(vault::list_teams).post(vault::create_team))
+        .route("/teams/{team}", get(vault::show_team).delete(vault::delete_team))
+        .route("/teams/{team}/members/{user}", put(vault::add_member).delete(vault::remove_member))
+        .route("/credentials", get(vault::list_credentials).post(vault::set_credential))
+        .route("/credentials/{credential}", get(vault::show_credential).delete(vault::delete_credential))
+        .route("/tenants/{tenant}/rotate-key", post(vault::rotate_tenant_key))
+        .route("/kek/rotate", post(vault::rotate_kek))
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{key}", get(show_key).delete(revoke_key))
         .route("/keys/{key}/rotate", post(rotate_key))
@@ -132,7 +142,7 @@ type ApiResult = Result<Response, ApiError>;
 pub struct TenantQuery {
     /// The tenant to act in, by name or id. Default: the caller's own; any
     /// other needs the operator's key.
-    tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 /// An authenticated admin request: the caller and the tenant it acts in.

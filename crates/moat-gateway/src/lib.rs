@@ -3,13 +3,15 @@
 //!
 //! ```text
 //! client ─▶ guard (Host/Origin) ─▶ body limit ─▶ authenticate ─▶ route (scope)
-//!        ─▶ dispatch (aggregate / pass through) ─▶ upstream ─▶ audit ─▶ client
+//!        ─▶ dispatch (aggregate / pass through) ─▶ resolve credentials
+//!        ─▶ upstream instance (credentials injected; output scrubbed) ─▶ audit ─▶ client
 //! ```
 //!
 //! Each stage is its own module: [`guard`], [`authn`], [`mcp::dispatch`],
-//! [`upstreams`], [`audit`]. Later issues slot in rate limits, policy, the
-//! firewall and credential injection between routing and the upstream call.
-//! This crate owns no cryptographic primitive.
+//! [`credentials`], [`upstreams`], [`audit`]. Later issues slot in rate
+//! limits, policy and the firewall between routing and the upstream call.
+//! This crate owns no cryptographic primitive: sealing, key providers and
+//! redaction patterns come from `moat-vault`.
 #![forbid(unsafe_code)]
 // Handlers return `Result<_, Response>`: axum's idiom for early refusals.
 #![allow(clippy::result_large_err)]
@@ -19,6 +21,7 @@ pub mod admin_openapi;
 pub mod audit;
 pub mod authn;
 pub mod config;
+pub mod credentials;
 pub mod guard;
 pub mod mcp;
 pub mod ops;
@@ -36,7 +39,7 @@ use state::App;
 use std::time::Instant;
 
 pub use config::GatewayConfig;
-pub use state::{AppState, KeyProviderCheck};
+pub use state::AppState;
 
 /// The whole HTTP surface.
 pub fn router(app: App) -> Router {

@@ -15,7 +15,7 @@ pub async fn healthz() -> Response {
 /// `GET /readyz`: storage and the key provider answer.
 pub async fn readyz(State(app): State<App>) -> Response {
     let db = app.store.ping().await.map_err(|e| e.to_string());
-    let kp = (app.key_provider)();
+    let kp = app.vault.check().await;
     let ready = db.is_ok() && kp.is_ok() && !app.shutdown.is_cancelled();
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },

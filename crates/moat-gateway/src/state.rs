@@ -10,9 +10,6 @@ use moat_store::Store;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Readiness probe of the key provider: `Err(reason)` when it cannot serve.
-pub type KeyProviderCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
-
 /// Everything a request handler may need. Shared behind an `Arc`.
 pub struct AppState {
     /// Validated configuration.
@@ -31,8 +28,8 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Host/Origin allowlists.
     pub guard: OriginGuard,
-    /// Key provider readiness.
-    pub key_provider: KeyProviderCheck,
+    /// The credential vault (key provider, resolution, rotation).
+    pub vault: crate::credentials::Vault,
     /// Cancelled on shutdown: long-lived streams end, new work is refused.
     pub shutdown: CancellationToken,
 }

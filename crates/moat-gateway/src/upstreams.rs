@@ -1,18 +1,26 @@
-//! The upstream pool: one long-lived [`Upstream`] per registered server,
-//! built from its stored record, with per-upstream caches of list results
-//! that `list_changed` notifications (and restarts) invalidate.
-//!
-//! Until credentials arrive (the vault issue), the credential owner of every
-//! upstream is its tenant, so the pool key is (tenant, server name).
+//! The upstream pool: for every registered server, one long-lived
+//! [`Upstream`] per *credential binding* — the set of stored credentials a
+//! caller resolves to for that server (none, the organisation's, a team's, a
+//! user's own). Callers that resolve to the same binding share a connection
+//! (a stdio process, an HTTP session); callers with different credentials
+//! never do, so one user's process never holds another's token and one
+//! tenant never shares a process with another. Each binding's instance has
+//! its own list caches, which `list_changed` notifications (and restarts)
+//! invalidate, and its own scrubber, which removes the injected credential
+//! values from everything the upstream sends.
 
 use crate::config::GatewayConfig;
-use moat_core::TenantId;
+use crate::credentials::Binding;
+use moat_core::{CredentialId, ServerId, TenantId};
 use moat_mcp::Message;
 use moat_mcp::client::{
-    CallContext, Era, EraPreference, Upstream, UpstreamError, UpstreamEvent, UpstreamOptions, UpstreamSpec,
+    CallContext, Era, EraPreference, Scrubber, ScrubberRef, Upstream, UpstreamError, UpstreamEvent, UpstreamOptions,
+    UpstreamSpec,
 };
 use moat_store::{ServerRecord, Transport};
+use secrecy::SecretString;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -23,15 +31,31 @@ use tokio::sync::broadcast;
 pub struct ServerNotification {
     /// The tenant owning the server.
     pub tenant: TenantId,
+    /// The server's id.
+    pub server_id: ServerId,
     /// The server's name.
     pub server: Arc<str>,
+    /// The credential binding of the instance that sent it: only callers
+    /// bound to the same credentials may see it.
+    pub binding: Arc<str>,
     /// The notification, as the upstream sent it (names unprefixed).
     pub message: Message,
 }
 
 type ListKey = (bool, &'static str, Option<String>);
 
-/// One registered server and its live connection.
+/// One registered server: its record and its live instances, one per
+/// credential binding in use.
+pub struct ServerEntry {
+    /// The stored registration.
+    pub record: ServerRecord,
+    spec: UpstreamSpec,
+    options: UpstreamOptions,
+    notify: broadcast::Sender<ServerNotification>,
+    instances: Mutex<HashMap<Arc<str>, Arc<Instance>>>,
+}
+
+/// One connection (or process) of a server, for one credential binding.
 ///
 /// Era matching: `upstream` speaks the newest era the server supports
 /// (probed). A legacy (2025-11-25) downstream session must reach the server
@@ -39,22 +63,47 @@ type ListKey = (bool, &'static str, Option<String>);
 /// `resources/subscribe`) and server-to-client requests exist only there —
 /// so when the server turned out modern, legacy callers get a second,
 /// legacy-only connection, opened on first use.
-pub struct ServerEntry {
-    /// The stored registration.
-    pub record: ServerRecord,
-    /// The connection (or process), newest era.
-    pub upstream: Upstream,
+pub struct Instance {
+    binding: Arc<Binding>,
+    server: Weak<ServerEntry>,
+    name: String,
+    upstream: Upstream,
     legacy: Mutex<Option<Upstream>>,
     spec: UpstreamSpec,
     options: UpstreamOptions,
-    notify: broadcast::Sender<ServerNotification>,
     lists: Mutex<HashMap<ListKey, (Value, Instant)>>,
     unhealthy_until: Mutex<Option<Instant>>,
+    last_used: Mutex<Instant>,
 }
 
-impl ServerEntry {
+/// Removes a binding's injected values from what its upstream sends.
+struct BindingScrubber(Arc<Binding>);
+
+impl Scrubber for BindingScrubber {
+    fn scrub_message(&self, msg: &mut Message) {
+        let r = &self.0.redactor;
+        for v in [msg.params.as_mut(), msg.result.as_mut()].into_iter().flatten() {
+            r.redact_json(v);
+        }
+        if let Some(e) = msg.error.as_mut() {
+            if let Cow::Owned(m) = r.redact_str(&e.message) {
+                e.message = m;
+            }
+            if let Some(d) = e.data.as_mut() {
+                r.redact_json(d);
+            }
+        }
+    }
+
+    fn scrub_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.0.redactor.redact_str(text)
+    }
+}
+
+impl Instance {
     /// The connection to use for a caller of the given era.
     pub async fn upstream_for(self: &Arc<Self>, modern: bool) -> Result<Upstream, UpstreamError> {
+        self.touch();
         if modern {
             return Ok(self.upstream.clone());
         }
@@ -69,10 +118,22 @@ impl ServerEntry {
             return Ok(u.clone());
         }
         let options = UpstreamOptions { era: EraPreference::Legacy, ..self.options.clone() };
-        let u = Upstream::new(&self.record.name, self.spec.clone(), options);
-        spawn_listener(Arc::downgrade(self), u.events(), self.notify.clone());
+        let u = Upstream::new(&self.name, self.spec.clone(), options);
+        if let Some(server) = self.server.upgrade() {
+            spawn_listener(Arc::downgrade(self), u.events(), server.notify.clone());
+        }
         *slot = Some(u.clone());
         Ok(u)
+    }
+
+    /// The newest-era connection, without starting anything.
+    pub fn primary(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The credential binding this instance serves.
+    pub fn binding(&self) -> &Arc<Binding> {
+        &self.binding
     }
 
     fn connections(&self) -> Vec<Upstream> {
@@ -83,14 +144,18 @@ impl ServerEntry {
         all
     }
 
-    /// The server's name.
-    pub fn name(&self) -> &str {
-        &self.record.name
+    async fn shutdown(&self) {
+        futures::future::join_all(self.connections().iter().map(Upstream::shutdown)).await;
     }
 
-    /// Shuts every connection of this server down.
-    pub async fn shutdown(&self) {
-        futures::future::join_all(self.connections().iter().map(Upstream::shutdown)).await;
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used.lock().map(|t| t.elapsed()).unwrap_or_default()
     }
 
     fn clear_lists(&self, methods: &[&str]) {
@@ -115,6 +180,84 @@ impl ServerEntry {
         if let Ok(mut g) = self.unhealthy_until.lock() {
             *g = (!healthy).then(|| Instant::now() + Duration::from_secs(30));
         }
+    }
+}
+
+impl ServerEntry {
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// The instance for a credential binding, created on first use.
+    pub fn instance(self: &Arc<Self>, binding: Arc<Binding>) -> Arc<Instance> {
+        let Ok(mut map) = self.instances.lock() else {
+            return self.new_instance(binding);
+        };
+        if let Some(i) = map.get(&binding.key) {
+            i.touch();
+            return i.clone();
+        }
+        let inst = self.new_instance(binding);
+        map.insert(inst.binding.key.clone(), inst.clone());
+        inst
+    }
+
+    /// The instance of callers with no stored credential for this server.
+    pub fn base(self: &Arc<Self>) -> Arc<Instance> {
+        self.instance(Arc::new(Binding::none()))
+    }
+
+    fn new_instance(self: &Arc<Self>, binding: Arc<Binding>) -> Arc<Instance> {
+        let spec = binding.apply(&self.spec);
+        let mut options = self.options.clone();
+        if !binding.redactor.is_empty() {
+            options.scrubber = Some(ScrubberRef(Arc::new(BindingScrubber(binding.clone()))));
+        }
+        let upstream = Upstream::new(&self.record.name, spec.clone(), options.clone());
+        let inst = Arc::new(Instance {
+            binding,
+            server: Arc::downgrade(self),
+            name: self.record.name.clone(),
+            upstream,
+            legacy: Mutex::new(None),
+            spec,
+            options,
+            lists: Mutex::new(HashMap::new()),
+            unhealthy_until: Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+        });
+        spawn_listener(Arc::downgrade(&inst), inst.upstream.events(), self.notify.clone());
+        inst
+    }
+
+    fn all_instances(&self) -> Vec<Arc<Instance>> {
+        self.instances.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Shuts every connection of this server down.
+    pub async fn shutdown(&self) {
+        let all: Vec<_> = self.instances.lock().map(|mut m| m.drain().map(|(_, i)| i).collect()).unwrap_or_default();
+        futures::future::join_all(all.iter().map(|i| i.shutdown())).await;
+    }
+
+    /// Removes the instances whose binding satisfies `pred` and shuts them
+    /// down in the background.
+    fn retire(&self, pred: impl Fn(&Instance) -> bool) -> usize {
+        let gone: Vec<Arc<Instance>> = match self.instances.lock() {
+            Ok(mut m) => {
+                let keys: Vec<Arc<str>> = m.iter().filter(|(_, i)| pred(i)).map(|(k, _)| k.clone()).collect();
+                keys.iter().filter_map(|k| m.remove(k)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let n = gone.len();
+        if n > 0 {
+            tokio::spawn(async move {
+                futures::future::join_all(gone.iter().map(|i| i.shutdown())).await;
+            });
+        }
+        n
     }
 }
 
@@ -153,6 +296,7 @@ pub enum SpecError {
 }
 
 fn spec_of(record: &ServerRecord) -> Result<UpstreamSpec, SpecError> {
+    let env = record.env.iter().map(|(k, v)| (k.clone(), SecretString::from(v.as_str()))).collect();
     let headers = || {
         record
             .headers
@@ -172,7 +316,7 @@ fn spec_of(record: &ServerRecord) -> Result<UpstreamSpec, SpecError> {
         Transport::Stdio => {
             let mut parts = record.command.clone().unwrap_or_default().into_iter();
             let command = parts.next().ok_or_else(|| SpecError::Missing(record.name.clone(), "command"))?;
-            UpstreamSpec::Stdio { command, args: parts.collect(), env: record.env.clone(), cwd: None }
+            UpstreamSpec::Stdio { command, args: parts.collect(), env, cwd: None }
         }
         Transport::StreamableHttp => UpstreamSpec::StreamableHttp { url: url()?, headers: headers()? },
         Transport::Sse => UpstreamSpec::Sse { url: url()?, headers: headers()? },
@@ -204,18 +348,13 @@ impl UpstreamPool {
     /// shut down.
     pub fn install(&self, record: ServerRecord) -> Result<Arc<ServerEntry>, SpecError> {
         let spec = spec_of(&record)?;
-        let upstream = Upstream::new(&record.name, spec.clone(), self.options.clone());
         let entry = Arc::new(ServerEntry {
             record,
-            upstream,
-            legacy: Mutex::new(None),
             spec,
             options: self.options.clone(),
             notify: self.notify.clone(),
-            lists: Mutex::new(HashMap::new()),
-            unhealthy_until: Mutex::new(None),
+            instances: Mutex::new(HashMap::new()),
         });
-        spawn_listener(Arc::downgrade(&entry), entry.upstream.events(), self.notify.clone());
         let key = (entry.record.tenant_id.clone(), entry.record.name.clone());
         let old = self.entries.write().map(|mut m| m.insert(key, entry.clone())).unwrap_or(None);
         if let Some(old) = old {
@@ -274,11 +413,33 @@ impl UpstreamPool {
         self.entries.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// Shuts down the instances holding a credential (changed or deleted):
+    /// the next call resolves again and starts a fresh one.
+    pub fn retire_credential(&self, tenant: &TenantId, credential: &CredentialId) -> usize {
+        self.for_tenant(tenant).iter().map(|e| e.retire(|i| i.binding.uses(credential))).sum()
+    }
+
+    /// Shuts down every credential-holding instance of a tenant.
+    pub fn retire_tenant_bindings(&self, tenant: &TenantId) -> usize {
+        self.for_tenant(tenant).iter().map(|e| e.retire(|i| !i.binding.is_none())).sum()
+    }
+
+    /// Shuts down credential-holding instances idle for longer than `idle`
+    /// (the credential-less instance of each server stays).
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        self.all().iter().map(|e| e.retire(|i| !i.binding.is_none() && i.idle_for() > idle)).sum()
+    }
+
+    /// How many instances are live (for metrics and tests).
+    pub fn instance_count(&self) -> usize {
+        self.all().iter().map(|e| e.all_instances().len()).sum()
+    }
+
     /// One page of a list method, from the cache when fresh. Cached per
     /// era: cursors are opaque to each connection.
     pub async fn list_page(
         &self,
-        entry: &Arc<ServerEntry>,
+        entry: &Arc<Instance>,
         modern: bool,
         method: &'static str,
         cursor: Option<String>,
@@ -319,7 +480,7 @@ impl UpstreamPool {
 }
 
 fn spawn_listener(
-    entry: Weak<ServerEntry>,
+    entry: Weak<Instance>,
     mut events: broadcast::Receiver<UpstreamEvent>,
     notify: broadcast::Sender<ServerNotification>,
 ) {
@@ -336,10 +497,13 @@ fn spawn_listener(
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             let Some(e) = entry.upgrade() else { return };
+            let Some(server) = e.server.upgrade() else { return };
             let send = |message: Message| {
                 let _ = notify.send(ServerNotification {
-                    tenant: e.record.tenant_id.clone(),
-                    server: Arc::from(e.record.name.as_str()),
+                    tenant: server.record.tenant_id.clone(),
+                    server_id: server.record.id.clone(),
+                    server: Arc::from(server.record.name.as_str()),
+                    binding: e.binding.key.clone(),
                     message,
                 });
             };
@@ -361,7 +525,7 @@ fn spawn_listener(
                     }
                 }
                 UpstreamEvent::Died(reason) => {
-                    tracing::warn!(upstream = %e.record.name, %reason, "upstream died");
+                    tracing::warn!(upstream = %e.name, %reason, "upstream died");
                     e.clear_all_lists();
                 }
                 _ => {}

@@ -2,16 +2,20 @@
 //! repositories over SQLite (the zero-config default) and PostgreSQL.
 //!
 //! This crate owns rows, not rules: it does no cryptography (API key hashes
-//! arrive already hashed), no authorisation (who may list every tenant's
-//! audit is the caller's decision) and no protocol work.
+//! arrive already hashed, credentials already sealed and data keys already
+//! wrapped), no authorisation (who may list every tenant's audit is the
+//! caller's decision) and no protocol work.
 //!
 //! # Shape
 //!
 //! [`Store`] wraps one `sqlx` `AnyPool`; every table group is a module that
-//! adds methods to it: [`tenants`], [`users`], [`keys`] (API keys),
-//! [`servers`] (upstream registrations) and [`audit`]. Queries are written
-//! once in portable SQL (`$n` placeholders, `TEXT` ids, `BIGINT` unix
-//! milliseconds, JSON as `TEXT`); only the migrations differ per backend
+//! adds methods to it: [`tenants`], [`users`], [`teams`] (groups of users),
+//! [`keys`] (API keys), [`servers`] (upstream registrations),
+//! [`tenant_keys`] (each tenant's versioned data keys, wrapped),
+//! [`credentials`] (the vault's sealed upstream credentials) and [`audit`].
+//! Queries are written once in portable SQL (`$n` placeholders, `TEXT` ids,
+//! `BIGINT` unix milliseconds, JSON as `TEXT`, bytes as `BLOB`/`BYTEA` read
+//! as `Vec<u8>`); only the migrations differ per backend
 //! (`migrations/sqlite`, `migrations/postgres`, embedded at compile time and
 //! applied by [`Store::connect`]; applying them twice is a no-op).
 //!
@@ -34,7 +38,10 @@
 //! A few operations must cross tenants and say so in their names and docs:
 //! [`Store::api_key_for_auth`] (authentication, before the tenant is known),
 //! [`Store::list_all_servers`] (boot), [`Store::append_audit`] (the audit
-//! sink) and [`Store::list_audit`] with no tenant (the operator's view). On
+//! sink), [`Store::list_audit`] with no tenant (the operator's view) and
+//! [`Store::tenants_with_keys_cross_tenant`] (KEK rotation, and resuming DEK
+//! rotations at boot: it returns tenant ids only, and each tenant's keys are
+//! then read in that tenant's scope). On
 //! PostgreSQL they run in a transaction that sets `app.bypass_rls = 'on'`,
 //! which the policies also accept. We chose this over `SECURITY DEFINER`
 //! functions because `FORCE` makes even the owner subject to the policies, so
@@ -52,9 +59,24 @@
 //! and serve as a separate application role that is neither superuser nor
 //! owner, opened with [`Store::connect_with`] and `StoreOptions { migrate:
 //! false, .. }`. That role needs `USAGE` on the schema and `SELECT, INSERT,
-//! UPDATE, DELETE` on `tenants`, `users`, `api_keys` and `servers`, and
-//! `SELECT, INSERT` on `audit_events`. (With `FORCE`, even a deployment that
-//! serves as the owner keeps the policies; only a superuser loses them.)
+//! UPDATE, DELETE` on `tenants`, `users`, `api_keys`, `servers`, `teams`,
+//! `team_members`, `tenant_keys` and `credentials`, and `SELECT, INSERT` on
+//! `audit_events`. (With `FORCE`, even a deployment that serves as the owner
+//! keeps the policies; only a superuser loses them.) Migration `0002`, which
+//! adds the last four tables, grants them to every role that already may
+//! `DELETE` from `servers`, so an upgraded deployment's application role
+//! keeps working; a fresh deployment grants after migrating.
+//!
+//! # Credentials
+//!
+//! Credential rows hold only sealed values, and a tenant's data keys only
+//! their wrapping by the deployment's key-encryption key. Every reference
+//! between the new tables is a composite foreign key that includes
+//! `tenant_id`, so a credential, membership or team can only point at rows
+//! of its own tenant; deleting a user, team or server deletes its
+//! credentials, and a data key version cannot be deleted while a credential
+//! is sealed under it. Readers get a credential and the wrapped key of its
+//! own version from one query ([`SealedCredential`]).
 //!
 //! # Audit
 //!
@@ -65,17 +87,23 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod credentials;
 mod error;
 pub mod keys;
 pub mod servers;
 mod store;
+pub mod teams;
+pub mod tenant_keys;
 pub mod tenants;
 pub mod users;
 
 pub use audit::{AuditEvent, AuditQuery, AuditResult, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, NewAuditEvent};
+pub use credentials::{CredentialFilter, CredentialRecord, NewCredential, SealedCredential, credential_slot};
 pub use error::StoreError;
 pub use keys::{ApiKeyRecord, AuthKeyRecord, NewApiKey};
 pub use servers::{NewServer, ServerRecord, ServerSource, Transport};
 pub use store::{Backend, ParseError, Store, StoreOptions};
+pub use teams::{TeamMember, TeamRecord};
+pub use tenant_keys::TenantKey;
 pub use tenants::TenantRecord;
 pub use users::{NewUser, UserRecord};

@@ -72,7 +72,8 @@ impl Default for StoreOptions {
 /// The handle to the database: cheap to clone, shared by every task.
 ///
 /// All reads and writes go through its repository methods (see the modules
-/// `tenants`, `users`, `keys`, `servers`, `audit`); the pool is not exposed,
+/// `tenants`, `users`, `teams`, `keys`, `servers`, `tenant_keys`,
+/// `credentials`, `audit`); the pool is not exposed,
 /// so no caller can run a tenant query without a tenant.
 #[derive(Clone)]
 pub struct Store {
@@ -178,7 +179,8 @@ impl Store {
 
     /// Begins a transaction that crosses tenants, for the few named
     /// operations that need it (authentication lookup, boot-time server
-    /// listing, the audit sink and the operator's audit view). On PostgreSQL
+    /// listing, the audit sink and the operator's audit view, and listing the
+    /// tenants that hold data keys for key rotation). On PostgreSQL
     /// it sets `app.bypass_rls` for this transaction only; nothing else ever
     /// sets it.
     pub(crate) async fn system_tx(&self) -> Result<Tx, StoreError> {
@@ -209,6 +211,17 @@ pub(crate) fn parsed<T: FromStr>(row: &AnyRow, column: &str) -> Result<T, StoreE
 pub(crate) fn json<T: DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T, StoreError> {
     let text: String = row.try_get(column)?;
     serde_json::from_str(&text).map_err(|_| StoreError::corrupt(column))
+}
+
+/// Reads a key version (stored as a 64-bit integer, used as `u32`).
+pub(crate) fn version(row: &AnyRow, column: &str) -> Result<u32, StoreError> {
+    let v: i64 = row.try_get(column)?;
+    u32::try_from(v).map_err(|_| StoreError::corrupt(column))
+}
+
+/// `$first, $first+1, …` for `count` bound values of an `IN (…)` list.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Serialises a value for a JSON text column.

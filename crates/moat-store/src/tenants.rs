@@ -68,8 +68,8 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Deletes a tenant with its users, keys and servers (by cascade). Its
-    /// audit events stay. False when no such tenant exists.
+    /// Deletes a tenant with its users, API keys, servers, teams, data keys
+    /// and credentials (by cascade). Its audit events stay. False when no such tenant exists.
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_str()).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)

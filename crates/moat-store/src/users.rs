@@ -1,4 +1,5 @@
-//! Users of a tenant: the people and agents that API keys belong to.
+//! Users of a tenant: the people and agents that API keys, team memberships
+//! and personal or service credentials belong to.
 
 use crate::store::{check_name, parsed};
 use crate::{Store, StoreError};
@@ -127,5 +128,19 @@ impl Store {
             .await?;
         tx.commit().await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// Deletes a user of `tenant` with, by cascade, its API keys, its team
+    /// memberships and its personal and service credentials. False when
+    /// `tenant` has no such user.
+    pub async fn delete_user(&self, tenant: &TenantId, id: &UserId) -> Result<bool, StoreError> {
+        let mut tx = self.tenant_tx(tenant).await?;
+        let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 }

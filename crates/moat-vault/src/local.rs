@@ -1,6 +1,6 @@
 //! The local key provider's KEK file.
 
-use secrecy::SecretBox;
+use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -62,35 +62,16 @@ impl LocalKek {
     /// Creates a new KEK file (mode 0600, never overwriting one).
     pub fn create(data_dir: &Path) -> Result<Self, KekError> {
         let path = Self::path_in(data_dir);
-        let io = |source| KekError::Io { path: path.clone(), source };
-        let mut key = Box::new([0u8; KEK_LEN]);
-        aws_lc_rs::rand::fill(key.as_mut()).map_err(|_| KekError::Random)?;
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
-        file.write_all(key.as_ref()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        Ok(Self { key: SecretBox::new(key), path })
+        let key = create_key_file(&path)?;
+        sync_dir(data_dir)?;
+        Ok(Self { key, path })
     }
 
     /// Loads the KEK, refusing a file readable or writable by group/others.
     pub fn load(data_dir: &Path) -> Result<Self, KekError> {
         let path = Self::path_in(data_dir);
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KekError::Missing(path)),
-            Err(source) => return Err(KekError::Io { path, source }),
-        };
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KekError::Permissions { path, mode });
-        }
-        let mut key = Box::new([0u8; KEK_LEN]);
-        let mut file = fs::File::open(&path).map_err(|source| KekError::Io { path: path.clone(), source })?;
-        let mut extra = [0u8; 1];
-        let ok = file.read_exact(key.as_mut()).is_ok() && matches!(file.read(&mut extra), Ok(0));
-        if !ok {
-            return Err(KekError::Corrupt(path));
-        }
-        Ok(Self { key: SecretBox::new(key), path })
+        let key = read_key_file(&path)?;
+        Ok(Self { key, path })
     }
 
     /// Loads the KEK, creating it when the file does not exist yet.
@@ -108,12 +89,7 @@ impl LocalKek {
 
     /// Checks the key file is still present with safe permissions (readiness).
     pub fn check(&self) -> Result<(), KekError> {
-        let meta = fs::metadata(&self.path).map_err(|source| KekError::Io { path: self.path.clone(), source })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KekError::Permissions { path: self.path.clone(), mode });
-        }
-        Ok(())
+        check_key_file(&self.path)
     }
 
     /// The key bytes, for the envelope-encryption code of this crate.
@@ -123,10 +99,63 @@ impl LocalKek {
     }
 }
 
+/// Creates a key file with 32 fresh random bytes: mode 0600, `create_new` (never overwrites), synced.
+pub(crate) fn create_key_file(path: &Path) -> Result<SecretBox<[u8; KEK_LEN]>, KekError> {
+    let io = |source| KekError::Io { path: path.to_path_buf(), source };
+    let mut key = Box::new([0u8; KEK_LEN]);
+    aws_lc_rs::rand::fill(key.as_mut()).map_err(|_| KekError::Random)?;
+    let key = SecretBox::new(key);
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    file.write_all(key.expose_secret()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(key)
+}
+
+/// Reads a key file, refusing one that group or others may read or write, or that is not 32 bytes.
+pub(crate) fn read_key_file(path: &Path) -> Result<SecretBox<[u8; KEK_LEN]>, KekError> {
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KekError::Missing(path.to_path_buf())),
+        Err(source) => return Err(KekError::Io { path: path.to_path_buf(), source }),
+    };
+    // Checked on the open handle, so the file we read is the file we checked.
+    let meta = file.metadata().map_err(|source| KekError::Io { path: path.to_path_buf(), source })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KekError::Permissions { path: path.to_path_buf(), mode });
+    }
+    let mut key = SecretBox::new(Box::new([0u8; KEK_LEN]));
+    let mut extra = [0u8; 1];
+    let ok = file.read_exact(key.expose_secret_mut()).is_ok() && matches!(file.read(&mut extra), Ok(0));
+    if !ok {
+        return Err(KekError::Corrupt(path.to_path_buf()));
+    }
+    Ok(key)
+}
+
+/// Checks a key file is present with owner-only permissions.
+pub(crate) fn check_key_file(path: &Path) -> Result<(), KekError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KekError::Missing(path.to_path_buf())),
+        Err(source) => return Err(KekError::Io { path: path.to_path_buf(), source }),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KekError::Permissions { path: path.to_path_buf(), mode });
+    }
+    Ok(())
+}
+
+/// Makes a directory's entries (created, linked, renamed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), KekError> {
+    let io = |source| KekError::Io { path: dir.to_path_buf(), source };
+    fs::File::open(dir).map_err(io)?.sync_all().map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn creates_a_0600_key_and_loads_it_back() {

@@ -2,7 +2,7 @@
 //! Authenticated with `MOAT_API_KEY`. Secrets are printed once, as the only
 //! stdout line (unless `--json`).
 
-use crate::cli::{AuditVerb, KeyVerb, Remote, ServerVerb, TenantVerb, UserVerb};
+use crate::cli::{AuditVerb, CredentialVerb, KekVerb, KeyVerb, Remote, ServerVerb, TeamVerb, TenantVerb, UserVerb};
 use anyhow::{Context, anyhow, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -142,6 +142,14 @@ pub async fn tenant(remote: &Remote, verb: TenantVerb) -> anyhow::Result<()> {
         TenantVerb::Delete { tenant } => {
             c.call(Method::DELETE, &format!("/tenants/{}", seg(&tenant)), None, &[]).await?;
         }
+        TenantVerb::RotateKey { tenant } => {
+            let tenant = match tenant.or_else(|| remote.tenant.clone()) {
+                Some(t) => t,
+                None => cell(&c.call(Method::GET, "/whoami", None, &[]).await?["tenant_id"]),
+            };
+            let v = c.call(Method::POST, &format!("/tenants/{}/rotate-key", seg(&tenant)), None, &[]).await?;
+            out(remote, &v, None);
+        }
     }
     Ok(())
 }
@@ -166,6 +174,155 @@ pub async fn user(remote: &Remote, verb: UserVerb) -> anyhow::Result<()> {
                 .await?;
             if remote.json { print_json(&v) } else { println!("{}", cell(&v["id"])) }
         }
+        UserVerb::Show { user } => {
+            out(remote, &c.call(Method::GET, &format!("/users/{}", seg(&user)), None, &[]).await?, None)
+        }
+        UserVerb::Delete { user } => {
+            c.call(Method::DELETE, &format!("/users/{}", seg(&user)), None, &[]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `moat team …`.
+pub async fn team(remote: &Remote, verb: TeamVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    let members = |t: &str| format!("/teams/{}/members", seg(t));
+    match verb {
+        TeamVerb::List => out(
+            remote,
+            &c.call(Method::GET, "/teams", None, &[]).await?,
+            Some(&["id", "name", "members", "created_at"]),
+        ),
+        TeamVerb::Show { team } => {
+            let v = c.call(Method::GET, &format!("/teams/{}", seg(&team)), None, &[]).await?;
+            if remote.json {
+                print_json(&v);
+            } else {
+                print_object(&json!({ "id": v["id"], "name": v["name"], "created_at": v["created_at"] }));
+                let names: Vec<String> = v["members"]
+                    .as_array()
+                    .map(|m| m.iter().map(|u| cell(&u["user_name"])).collect())
+                    .unwrap_or_default();
+                println!("members: {}", if names.is_empty() { "-".to_owned() } else { names.join(" ") });
+            }
+        }
+        TeamVerb::Create { name } => {
+            let v = c.call(Method::POST, "/teams", Some(json!({ "name": name })), &[]).await?;
+            if remote.json { print_json(&v) } else { println!("{}", cell(&v["id"])) }
+        }
+        TeamVerb::Delete { team } => {
+            c.call(Method::DELETE, &format!("/teams/{}", seg(&team)), None, &[]).await?;
+        }
+        TeamVerb::AddMember { team, user } => {
+            c.call(Method::PUT, &format!("{}/{}", members(&team), seg(&user)), None, &[]).await?;
+        }
+        TeamVerb::RemoveMember { team, user } => {
+            c.call(Method::DELETE, &format!("{}/{}", members(&team), seg(&user)), None, &[]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a credential value from stdin: never from argv, where `ps` and
+/// shell history would see it. One trailing line break is dropped; a
+/// terminal gets a prompt without echo.
+fn read_value() -> anyhow::Result<secrecy::SecretString> {
+    use std::io::{IsTerminal as _, Read as _};
+    let mut value = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("credential value (not echoed): ").context("reading the value")?
+    } else {
+        let mut buf = String::new();
+        std::io::stdin().read_to_string(&mut buf).context("reading the value from stdin (it must be UTF-8 text)")?;
+        buf
+    };
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        bail!("no value on stdin: pipe the credential in, e.g. `printf %s \"$TOKEN\" | moat credential set …`");
+    }
+    Ok(secrecy::SecretString::from(value))
+}
+
+const CREDENTIAL_COLUMNS: &[&str] =
+    &["id", "server_name", "tier", "owner", "kind", "target", "key_version", "created_at", "last_used_at"];
+
+/// Adds an `owner` column (the user's or team's name) and readable times.
+fn humanise_credential(row: &mut Value) {
+    let owner = match row["tier"].as_str() {
+        Some("team") => row["team_name"].clone(),
+        Some("org") => json!("(organisation)"),
+        _ => row["user_name"].clone(),
+    };
+    row["owner"] = owner;
+    for k in ["created_at", "updated_at", "last_used_at"] {
+        if let Some(ms) = row[k].as_i64() {
+            row[k] = Value::String(rfc3339(ms));
+        }
+    }
+}
+
+/// `moat credential …`.
+pub async fn credential(remote: &Remote, verb: CredentialVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    match verb {
+        CredentialVerb::Set { server, scope, user, team, client, header, bearer, basic, env } => {
+            let (kind, name) = match (header, bearer, basic, env) {
+                (Some(h), _, _, _) => ("header", Some(h)),
+                (_, true, _, _) => ("bearer", None),
+                (_, _, true, _) => ("basic", None),
+                (_, _, _, Some(e)) => ("env", Some(e)),
+                _ => bail!("say how the credential is presented: --header NAME, --bearer, --basic or --env NAME"),
+            };
+            let value = read_value()?;
+            let body = json!({
+                "server": server, "scope": scope, "user": user, "team": team, "client": client,
+                "kind": kind, "name": name, "value": secrecy::ExposeSecret::expose_secret(&value),
+            });
+            let mut v = c.call(Method::POST, "/credentials", Some(body), &[]).await?;
+            if remote.json {
+                print_json(&v);
+            } else {
+                humanise_credential(&mut v);
+                println!("{}", cell(&v["id"]));
+            }
+        }
+        CredentialVerb::List { server, scope, user, team } => {
+            let q: Vec<(&str, String)> = [("server", server), ("scope", scope), ("user", user), ("team", team)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+            let mut v = c.call(Method::GET, "/credentials", None, &q).await?;
+            if !remote.json
+                && let Some(rows) = v.as_array_mut()
+            {
+                rows.iter_mut().for_each(humanise_credential);
+            }
+            out(remote, &v, Some(CREDENTIAL_COLUMNS));
+        }
+        CredentialVerb::Show { credential } => {
+            let mut v = c.call(Method::GET, &format!("/credentials/{}", seg(&credential)), None, &[]).await?;
+            if !remote.json {
+                humanise_credential(&mut v);
+            }
+            out(remote, &v, None);
+        }
+        CredentialVerb::Delete { credential } => {
+            c.call(Method::DELETE, &format!("/credentials/{}", seg(&credential)), None, &[]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `moat kek …`.
+pub async fn kek(remote: &Remote, verb: KekVerb) -> anyhow::Result<()> {
+    let c = Client { tenant: None, ..Client::new(remote)? };
+    match verb {
+        KekVerb::Rotate => out(remote, &c.call(Method::POST, "/kek/rotate", None, &[]).await?, None),
     }
     Ok(())
 }

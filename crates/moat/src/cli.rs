@@ -90,6 +90,27 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Teams of users (they share team-scoped credentials).
+    Team {
+        #[command(subcommand)]
+        verb: TeamVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Upstream credentials (values are read from stdin and never printed).
+    Credential {
+        #[command(subcommand)]
+        verb: CredentialVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The key-encryption key (operator).
+    Kek {
+        #[command(subcommand)]
+        verb: KekVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +123,9 @@ pub enum TenantVerb {
     Create { name: String },
     /// Delete a tenant with its users, keys and servers.
     Delete { tenant: String },
+    /// Rotate the tenant's data-encryption key: a new version, every
+    /// credential re-encrypted under it (default: your own tenant).
+    RotateKey { tenant: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,6 +142,88 @@ pub enum UserVerb {
         #[arg(long, default_value = "human")]
         kind: String,
     },
+    /// Show one user.
+    Show { user: String },
+    /// Delete a user with its keys, memberships and own credentials.
+    #[command(alias = "remove")]
+    Delete { user: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TeamVerb {
+    /// List teams.
+    List,
+    /// Show a team and its members.
+    Show { team: String },
+    /// Create a team.
+    Create { name: String },
+    /// Delete a team with its memberships and team credentials.
+    #[command(alias = "remove")]
+    Delete { team: String },
+    /// Add a user to a team.
+    AddMember { team: String, user: String },
+    /// Remove a user from a team.
+    RemoveMember { team: String, user: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CredentialVerb {
+    /// Store or replace a credential; the value is read from stdin.
+    Set {
+        /// The upstream server (id or name).
+        #[arg(long)]
+        server: String,
+        /// personal, team, org or service.
+        #[arg(long, value_parser = ["personal", "team", "org", "service"])]
+        scope: String,
+        /// personal: the user (default: you).
+        #[arg(long)]
+        user: Option<String>,
+        /// team: the team.
+        #[arg(long)]
+        team: Option<String>,
+        /// service: the machine identity (a user of kind `service`).
+        #[arg(long)]
+        client: Option<String>,
+        /// Send the value in this HTTP header.
+        #[arg(long, value_name = "NAME", group = "how")]
+        header: Option<String>,
+        /// Send the value as `Authorization: Bearer <value>`.
+        #[arg(long, group = "how")]
+        bearer: bool,
+        /// Send `user:password` from stdin as HTTP basic auth.
+        #[arg(long, group = "how")]
+        basic: bool,
+        /// Set the value as this environment variable of a stdio server.
+        #[arg(long, value_name = "NAME", group = "how")]
+        env: Option<String>,
+    },
+    /// List credentials (metadata only).
+    List {
+        /// Only this server's.
+        #[arg(long)]
+        server: Option<String>,
+        /// Only this tier.
+        #[arg(long, value_parser = ["personal", "team", "org", "service"])]
+        scope: Option<String>,
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this team's.
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Show a credential's metadata.
+    Show { credential: String },
+    /// Delete a credential.
+    #[command(alias = "remove")]
+    Delete { credential: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KekVerb {
+    /// Re-wrap every tenant's data keys under a new key-encryption key.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,12 +352,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key { verb, remote } => admin::key(&remote, verb).await,
         Command::Server { verb, remote } => admin::server(&remote, verb).await,
         Command::Audit { verb, remote } => admin::audit(&remote, verb).await,
+        Command::Team { verb, remote } => admin::team(&remote, verb).await,
+        Command::Credential { verb, remote } => admin::credential(&remote, verb).await,
+        Command::Kek { verb, remote } => admin::kek(&remote, verb).await,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_set_takes_exactly_one_way_of_presenting() {
+        let ok = Cli::try_parse_from(argv("moat credential set --server s --scope org --env TOKEN"));
+        assert!(ok.is_ok());
+        let both = Cli::try_parse_from(argv("moat credential set --server s --scope org --env T --bearer"));
+        assert!(both.is_err());
+        let bad = Cli::try_parse_from(argv("moat credential set --server s --scope everyone --bearer"));
+        assert!(bad.is_err());
+    }
 
     fn argv(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()

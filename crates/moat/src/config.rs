@@ -16,6 +16,17 @@
 //! | `log_format` | `MOAT_LOG_FORMAT` | `--log-format` |
 //! | `vault.provider` | `MOAT_VAULT_PROVIDER` | |
 //! | `vault.credential_cache_ttl_ms` | `MOAT_VAULT_CREDENTIAL_CACHE_TTL_MS` | |
+//! | `vault.rotation_batch` | `MOAT_VAULT_ROTATION_BATCH` | |
+//! | `vault.rotation_pause_ms` | `MOAT_VAULT_ROTATION_PAUSE_MS` | |
+//! | `vault.kms_key_id` | `MOAT_VAULT_KMS_KEY_ID` | |
+//! | `vault.kms_region` | `MOAT_VAULT_KMS_REGION` (else `AWS_REGION`) | |
+//! | `vault.kms_endpoint` | `MOAT_VAULT_KMS_ENDPOINT` | |
+//! | `vault.transit_addr` | `MOAT_VAULT_TRANSIT_ADDR` (else `VAULT_ADDR`) | |
+//! | `vault.transit_key` | `MOAT_VAULT_TRANSIT_KEY` | |
+//! | `vault.transit_mount` | `MOAT_VAULT_TRANSIT_MOUNT` | |
+//! | `vault.transit_namespace` | `MOAT_VAULT_TRANSIT_NAMESPACE` (else `VAULT_NAMESPACE`) | |
+//! | (token, never in the file) | `MOAT_VAULT_TRANSIT_TOKEN` (else `VAULT_TOKEN`) | |
+//! | `upstream.instance_idle_timeout_s` | `MOAT_UPSTREAM_INSTANCE_IDLE_TIMEOUT_S` | |
 //! | `firewall.mode` | `MOAT_FIREWALL_MODE` | |
 //! | `upstream.call_timeout_ms` | `MOAT_UPSTREAM_CALL_TIMEOUT_MS` | |
 //! | `upstream.max_concurrency` | `MOAT_UPSTREAM_MAX_CONCURRENCY` | |
@@ -74,6 +85,15 @@ struct RawConfig {
 struct RawVault {
     provider: Option<String>,
     credential_cache_ttl_ms: Option<u64>,
+    rotation_batch: Option<u64>,
+    rotation_pause_ms: Option<u64>,
+    kms_key_id: Option<String>,
+    kms_region: Option<String>,
+    kms_endpoint: Option<String>,
+    transit_addr: Option<String>,
+    transit_key: Option<String>,
+    transit_mount: Option<String>,
+    transit_namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +107,7 @@ struct RawFirewall {
 struct RawUpstream {
     call_timeout_ms: Option<u64>,
     max_concurrency: Option<u64>,
+    instance_idle_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,8 +185,16 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Key provider name.
     pub vault_provider: String,
-    /// Decrypted-credential cache TTL (used by the vault issue).
+    /// The key provider and its settings.
+    pub key_provider: KeyProviderConfig,
+    /// Decrypted-credential cache TTL.
     pub credential_cache_ttl: Duration,
+    /// Credentials re-encrypted per transaction during a DEK rotation.
+    pub rotation_batch: usize,
+    /// Pause between rotation batches.
+    pub rotation_pause: Duration,
+    /// How long an upstream instance holding credentials may sit idle.
+    pub instance_idle_timeout: Duration,
     /// Firewall mode (used by the firewall issue).
     pub firewall_mode: String,
     /// Per-call upstream deadline.
@@ -178,6 +207,55 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     /// Static upstreams.
     pub servers: Vec<ServerConfig>,
+}
+
+/// Which key provider holds the KEK, with its settings.
+#[derive(Clone)]
+pub enum KeyProviderConfig {
+    /// A 0600 key file in the data dir.
+    Local,
+    /// AWS KMS (or a compatible endpoint such as moto).
+    AwsKms {
+        /// Key id, ARN or alias.
+        key_id: String,
+        /// Region (else the AWS default chain's).
+        region: Option<String>,
+        /// Endpoint override.
+        endpoint: Option<String>,
+    },
+    /// HashiCorp Vault Transit.
+    VaultTransit {
+        /// Vault's address.
+        addr: String,
+        /// The transit key's name.
+        key: String,
+        /// The engine's mount path.
+        mount: String,
+        /// Enterprise namespace.
+        namespace: Option<String>,
+        /// The token (from the environment only).
+        token: secrecy::SecretString,
+    },
+}
+
+impl std::fmt::Debug for KeyProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local => f.write_str("Local"),
+            Self::AwsKms { key_id, region, endpoint } => f
+                .debug_struct("AwsKms")
+                .field("key_id", key_id)
+                .field("region", region)
+                .field("endpoint", endpoint)
+                .finish(),
+            Self::VaultTransit { addr, key, mount, .. } => f
+                .debug_struct("VaultTransit")
+                .field("addr", addr)
+                .field("key", key)
+                .field("mount", mount)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// Flags that override file and environment.
@@ -321,17 +399,10 @@ fn validate(
             _ => return Err(ConfigError::new(src, "log_format", format!("`{v}` is not one of: text, json"))),
         },
     };
-    let vault_provider = match pick(raw.vault.provider, "MOAT_VAULT_PROVIDER", None, "") {
-        None => "local".to_owned(),
+    let (vault_provider, provider_src) = match pick(raw.vault.provider.clone(), "MOAT_VAULT_PROVIDER", None, "") {
+        None => ("local".to_owned(), file.to_owned()),
         Some((v, src)) => match v.as_str() {
-            "local" => v,
-            "aws-kms" | "vault-transit" => {
-                return Err(ConfigError::new(
-                    src,
-                    "vault.provider",
-                    format!("`{v}` is not available in this build yet; use `local`"),
-                ));
-            }
+            "local" | "aws-kms" | "vault-transit" => (v, src),
             _ => {
                 return Err(ConfigError::new(
                     src,
@@ -341,14 +412,65 @@ fn validate(
             }
         },
     };
+    let v = raw.vault;
     let credential_cache_ttl = Duration::from_millis(
+        number(v.credential_cache_ttl_ms, "MOAT_VAULT_CREDENTIAL_CACHE_TTL_MS", "vault.credential_cache_ttl_ms", 0)?
+            .unwrap_or(1000),
+    );
+    let text = |file_val: Option<String>, var: &str, fallback: Option<&str>| -> Option<String> {
+        pick(file_val, var, None, "")
+            .map(|(v, _)| v)
+            .or_else(|| fallback.and_then(env))
+            .filter(|v| !v.trim().is_empty())
+    };
+    let key_provider = match vault_provider.as_str() {
+        "aws-kms" => KeyProviderConfig::AwsKms {
+            key_id: text(v.kms_key_id, "MOAT_VAULT_KMS_KEY_ID", None).ok_or_else(|| {
+                ConfigError::new(&provider_src, "vault.kms_key_id", "the aws-kms provider needs a KMS key id")
+            })?,
+            region: text(v.kms_region, "MOAT_VAULT_KMS_REGION", Some("AWS_REGION")),
+            endpoint: text(v.kms_endpoint, "MOAT_VAULT_KMS_ENDPOINT", None),
+        },
+        "vault-transit" => KeyProviderConfig::VaultTransit {
+            addr: text(v.transit_addr, "MOAT_VAULT_TRANSIT_ADDR", Some("VAULT_ADDR")).ok_or_else(|| {
+                ConfigError::new(
+                    &provider_src,
+                    "vault.transit_addr",
+                    "the vault-transit provider needs Vault's address",
+                )
+            })?,
+            key: text(v.transit_key, "MOAT_VAULT_TRANSIT_KEY", None).unwrap_or_else(|| "moat".into()),
+            mount: text(v.transit_mount, "MOAT_VAULT_TRANSIT_MOUNT", None).unwrap_or_else(|| "transit".into()),
+            namespace: text(v.transit_namespace, "MOAT_VAULT_TRANSIT_NAMESPACE", Some("VAULT_NAMESPACE")),
+            token: env("MOAT_VAULT_TRANSIT_TOKEN")
+                .or_else(|| env("VAULT_TOKEN"))
+                .filter(|t| !t.is_empty())
+                .map(secrecy::SecretString::from)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "environment MOAT_VAULT_TRANSIT_TOKEN",
+                        "vault.transit_token",
+                        "the vault-transit provider needs a token in MOAT_VAULT_TRANSIT_TOKEN or VAULT_TOKEN",
+                    )
+                })?,
+        },
+        _ => KeyProviderConfig::Local,
+    };
+    let rotation_batch = usize::try_from(
+        number(v.rotation_batch, "MOAT_VAULT_ROTATION_BATCH", "vault.rotation_batch", 1)?.unwrap_or(100),
+    )
+    .unwrap_or(100);
+    let rotation_pause = Duration::from_millis(
+        number(v.rotation_pause_ms, "MOAT_VAULT_ROTATION_PAUSE_MS", "vault.rotation_pause_ms", 0)?.unwrap_or(0),
+    );
+    let instance_idle_timeout = Duration::from_secs(
         number(
-            raw.vault.credential_cache_ttl_ms,
-            "MOAT_VAULT_CREDENTIAL_CACHE_TTL_MS",
-            "vault.credential_cache_ttl_ms",
-            0,
+            raw.upstream.instance_idle_timeout_s,
+            "MOAT_UPSTREAM_INSTANCE_IDLE_TIMEOUT_S",
+            "upstream.instance_idle_timeout_s",
+            1,
         )?
-        .unwrap_or(1000),
+        .unwrap_or(900),
     );
     let firewall_mode = match pick(raw.firewall.mode, "MOAT_FIREWALL_MODE", None, "") {
         None => "enforce".to_owned(),
@@ -464,7 +586,11 @@ fn validate(
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
         log_format,
         vault_provider,
+        key_provider,
         credential_cache_ttl,
+        rotation_batch,
+        rotation_pause,
+        instance_idle_timeout,
         firewall_mode,
         call_timeout,
         upstream_max_concurrency,

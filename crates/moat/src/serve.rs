@@ -1,16 +1,18 @@
 //! `moat init` and `moat serve`.
 
+use crate::config::KeyProviderConfig;
 use crate::config::{self, Config, LogFormat, Overrides};
 use anyhow::{Context, bail};
 use moat_core::{PrincipalKind, Role};
 use moat_gateway::audit::AuditSink;
 use moat_gateway::authn::Authenticator;
+use moat_gateway::credentials::{Vault, VaultOptions};
 use moat_gateway::guard::OriginGuard;
 use moat_gateway::mcp::session::SessionStore;
 use moat_gateway::upstreams::UpstreamPool;
 use moat_gateway::{AppState, GatewayConfig};
 use moat_store::{NewApiKey, NewUser, ServerSource, Store};
-use moat_vault::LocalKek;
+use moat_vault::{KeyProvider, LocalKek, LocalProvider};
 use secrecy::{ExposeSecret, SecretString};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -93,14 +95,17 @@ pub async fn init_command(flags: Overrides, tenant: &str) -> anyhow::Result<()> 
     moat_core::validate_name(tenant).map_err(|e| anyhow::anyhow!("tenant name `{tenant}`: {e}"))?;
     let cfg = load(&flags)?;
     prepare_data_dir(&cfg)?;
-    if LocalKek::path_in(&cfg.data_dir).exists() {
+    let local = matches!(cfg.key_provider, KeyProviderConfig::Local);
+    if local && LocalKek::path_in(&cfg.data_dir).exists() {
         bail!("{} is already initialised (its key file exists); refusing to overwrite it", cfg.data_dir.display());
     }
     let store = Store::connect(&cfg.database_url).await.context("opening the database")?;
     if initialised(&store).await? {
         bail!("the database of {} is already initialised; refusing to initialise it again", cfg.data_dir.display());
     }
-    LocalKek::create(&cfg.data_dir).context("creating the key-encryption key")?;
+    if local {
+        LocalKek::create(&cfg.data_dir).context("creating the key-encryption key")?;
+    }
     let token = bootstrap(&store, tenant).await?;
     store.close().await;
     println!("{}", token.expose_secret());
@@ -142,21 +147,58 @@ async fn sync_config_servers(store: &Store, cfg: &Config) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The configured key provider. A remote one is not contacted here: `/readyz`
+/// reports whether it answers, and calls that need it fail closed until it does.
+async fn key_provider(cfg: &Config) -> anyhow::Result<Arc<dyn KeyProvider>> {
+    Ok(match &cfg.key_provider {
+        KeyProviderConfig::Local => {
+            Arc::new(LocalProvider::open(&cfg.data_dir).context("loading the key-encryption key")?)
+        }
+        KeyProviderConfig::AwsKms { key_id, region, endpoint } => {
+            #[cfg(feature = "aws-kms")]
+            {
+                let c = moat_vault::AwsKmsConfig {
+                    key_id: key_id.clone(),
+                    region: region.clone(),
+                    endpoint_url: endpoint.clone(),
+                };
+                Arc::new(moat_vault::AwsKmsProvider::new(c).await.context("configuring the aws-kms key provider")?)
+            }
+            #[cfg(not(feature = "aws-kms"))]
+            {
+                let _ = (key_id, region, endpoint);
+                bail!("this build of moat has no aws-kms support (cargo feature `aws-kms`)")
+            }
+        }
+        KeyProviderConfig::VaultTransit { addr, key, mount, namespace, token } => {
+            let c = moat_vault::VaultTransitConfig {
+                addr: addr.clone(),
+                token: token.clone(),
+                key: key.clone(),
+                mount: mount.clone(),
+                namespace: namespace.clone(),
+            };
+            Arc::new(moat_vault::VaultTransitProvider::new(c).context("configuring the vault-transit key provider")?)
+        }
+    })
+}
+
 /// `moat serve`.
 pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
     let cfg = load(&flags)?;
     init_tracing(cfg.log_format);
     prepare_data_dir(&cfg)?;
     let store = Store::connect(&cfg.database_url).await.context("opening the database")?;
-    let kek = if !initialised(&store).await? {
-        let kek = LocalKek::load_or_create(&cfg.data_dir).context("creating the key-encryption key")?;
+    let fresh = !initialised(&store).await?;
+    if fresh && matches!(cfg.key_provider, KeyProviderConfig::Local) {
+        LocalKek::load_or_create(&cfg.data_dir).context("creating the key-encryption key")?;
+    }
+    let provider = key_provider(&cfg).await?;
+    if fresh {
         let token = bootstrap(&store, "default").await?;
         eprintln!("moat: initialised {}; the owner API key (shown once):", cfg.data_dir.display());
         eprintln!("{}", token.expose_secret());
-        kek
-    } else {
-        LocalKek::load(&cfg.data_dir).context("loading the key-encryption key")?
-    };
+    }
     sync_config_servers(&store, &cfg).await?;
 
     let mut gw = GatewayConfig::new(cfg.listen);
@@ -179,7 +221,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
                 let boot = cfg.servers.iter().any(|s| s.start_at_boot && s.server.name == name);
                 if boot {
                     tokio::spawn(async move {
-                        if let Err(e) = entry.upstream.connect().await {
+                        if let Err(e) = entry.base().primary().connect().await {
                             tracing::warn!(upstream = %name, error = %e, "upstream did not start at boot");
                         }
                     });
@@ -199,17 +241,43 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
         auth,
         pool,
         audit: audit.clone(),
-        key_provider: Box::new(move || kek.check().map_err(|e| e.to_string())),
+        vault: Vault::new(
+            provider,
+            store.clone(),
+            VaultOptions {
+                credential_cache_ttl: cfg.credential_cache_ttl,
+                rotation_batch: cfg.rotation_batch,
+                rotation_pause: cfg.rotation_pause,
+                ..VaultOptions::default()
+            },
+        ),
         shutdown: shutdown.clone(),
+    });
+    // A key rotation cut short (a crash, a kill) is finished now, in the
+    // background: reads work meanwhile, since each row names its key version.
+    let resumer = state.clone();
+    tokio::spawn(async move {
+        match resumer.vault.resume_rotations().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tenants = n, "finished interrupted key rotations"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not finish an interrupted key rotation; run `moat tenant rotate-key`")
+            }
+        }
     });
     moat_gateway::mcp::notify::spawn_fanout(state.clone());
     let sweeper = state.clone();
+    let idle_instances = cfg.instance_idle_timeout;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             sweeper.sessions.sweep();
             sweeper.parking.sweep();
+            let evicted = sweeper.pool.evict_idle(idle_instances);
+            if evicted > 0 {
+                tracing::info!(evicted, "stopped idle upstream instances holding credentials");
+            }
         }
     });
 

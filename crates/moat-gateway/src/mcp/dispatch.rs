@@ -8,7 +8,7 @@ use super::names::{self, list_key};
 use crate::authn::RequestMeta;
 use crate::state::App;
 use crate::telemetry;
-use crate::upstreams::{ServerEntry, list_method};
+use crate::upstreams::{Instance, ServerEntry, list_method};
 use base64::Engine as _;
 use moat_core::Principal;
 use moat_mcp::client::{CallContext, ServerRequest, UpstreamError};
@@ -66,6 +66,58 @@ fn err(code: i64, message: impl Into<String>) -> ErrorObject {
     ErrorObject::new(code, message)
 }
 
+impl CallCtx {
+    /// The upstream instance this caller uses for `entry`: the caller's
+    /// stored credentials for the server resolved and injected. A failure
+    /// to resolve (a key provider that does not answer, a record that fails
+    /// its integrity check) ends the call: never a silent call without them.
+    pub async fn instance(&self, entry: &Arc<ServerEntry>) -> Result<Arc<Instance>, ErrorObject> {
+        instance_for(&self.app, &self.principal, entry, self.session.as_deref()).await
+    }
+}
+
+/// See [`CallCtx::instance`]; also records the binding on a legacy session,
+/// so that the session receives that instance's notifications.
+pub async fn instance_for(
+    app: &App,
+    principal: &Principal,
+    entry: &Arc<ServerEntry>,
+    session: Option<&super::session::Session>,
+) -> Result<Arc<Instance>, ErrorObject> {
+    let binding = app.vault.resolve(principal, &entry.record).await.map_err(|e| {
+        tracing::warn!(server = entry.name(), error = %e, "credential resolution failed");
+        err(code::UPSTREAM_ERROR, format!("cannot call server `{}`: {e}", entry.name()))
+            .with_data(json!({ "server": entry.name() }))
+    })?;
+    if let Some(s) = session
+        && let Ok(mut b) = s.bindings.lock()
+    {
+        b.insert(entry.record.id.clone(), binding.key.clone());
+    }
+    Ok(entry.instance(binding))
+}
+
+/// Records the use of the credentials injected into one upstream call:
+/// an audit event (ids and tiers, never values) and `last_used_at`.
+async fn record_use(ctx: &CallCtx, inst: &Instance, method: &str, resource: Option<&str>) {
+    let used = inst.binding().credentials();
+    if used.is_empty() {
+        return;
+    }
+    let mut ev = AuditEvent::new(ctx.principal.kind.as_str(), "credential.use", AuditResult::Ok);
+    ev.tenant_id = Some(ctx.principal.tenant_id.clone());
+    ev.actor_id = Some(ctx.principal.user_id.to_string());
+    ev.resource = resource.map(str::to_owned);
+    ev.source_addr = ctx.meta.source_addr.clone();
+    ev.request_id = ctx.meta.request_id.clone();
+    let creds: Vec<Value> = used.iter().map(|(id, tier)| json!({ "id": id, "tier": tier })).collect();
+    ev.metadata = json!({ "method": method, "credentials": creds });
+    ctx.app.audit.record(ev).await;
+    let (app, tenant) = (ctx.app.clone(), ctx.principal.tenant_id.clone());
+    let ids: Vec<_> = used.iter().map(|(id, _)| id.clone()).collect();
+    tokio::spawn(async move { app.vault.touch(&tenant, &ids).await });
+}
+
 /// Turns an upstream failure into a JSON-RPC error that names the server.
 pub fn upstream_error(server: &str, method: &str, e: UpstreamError, timeout: Duration) -> ErrorObject {
     let (kind, message) = match e {
@@ -116,7 +168,7 @@ async fn describe(ctx: &CallCtx) -> Result<(Value, Value, Option<String>), Error
         )),
         Scope::Server(entry) => {
             let fail = |e| upstream_error(entry.name(), "initialize", e, ctx.app.cfg.call_timeout);
-            let upstream = entry.upstream_for(ctx.modern).await.map_err(fail)?;
+            let upstream = ctx.instance(entry).await?.upstream_for(ctx.modern).await.map_err(fail)?;
             upstream.connect().await.map_err(fail)?;
             let hello = upstream.hello();
             let caps =
@@ -236,11 +288,13 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
             Scope::Aggregate => local(aggregate_list(ctx, m, params.as_ref()).await),
             Scope::Server(entry) => {
                 let cursor = params.as_ref().and_then(|p| p.get("cursor")).and_then(Value::as_str).map(str::to_owned);
+                let res = Some(entry.name().to_owned());
+                let inst = ctx.instance(entry).await.map_err(|e| (e, res.clone()))?;
                 let r = ctx
                     .app
                     .pool
                     .list_page(
-                        entry,
+                        &inst,
                         ctx.modern,
                         list_method(m).unwrap_or("tools/list"),
                         cursor,
@@ -248,7 +302,6 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
                     )
                     .await
                     .map_err(|e| upstream_error(entry.name(), m, e, ctx.app.cfg.call_timeout));
-                let res = Some(entry.name().to_owned());
                 r.map(|v| (v, res.clone())).map_err(|e| (e, res))
             }
         },
@@ -256,7 +309,8 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
             Scope::Aggregate => {
                 let entries = ctx.app.pool.for_tenant(&ctx.principal.tenant_id);
                 let calls = entries.iter().map(|e| async {
-                    let upstream = e.upstream_for(false).await?;
+                    let Ok(inst) = ctx.instance(e).await else { return Err(UpstreamError::Closed) };
+                    let upstream = inst.upstream_for(false).await?;
                     upstream.request(method, params.clone(), call_context(ctx, None)).await
                 });
                 let _ = futures::future::join_all(calls).await;
@@ -411,8 +465,13 @@ async fn forward(
     params: Option<Value>,
     resource: Option<String>,
 ) -> Routed {
+    let inst = match ctx.instance(&entry).await {
+        Ok(i) => i,
+        Err(e) => return Err((e, resource)),
+    };
+    record_use(ctx, &inst, method, resource.as_deref()).await;
     if ctx.modern && mrtr::supports_input_required(method) {
-        match bridged(ctx, &entry, method, params.as_ref()).await {
+        match bridged(ctx, &inst, method, params.as_ref()).await {
             Some(Ok(Ok(v))) => return Ok((v, resource)),
             Some(Ok(Err(e))) => {
                 return Err((upstream_error(entry.name(), method, e, ctx.app.cfg.call_timeout), resource));
@@ -443,7 +502,7 @@ async fn forward(
     };
     let mut call = call_context(ctx, progress_tx);
     call.server_requests = relay_server_requests(ctx);
-    let result = match entry.upstream_for(ctx.modern).await {
+    let result = match inst.upstream_for(ctx.modern).await {
         Ok(upstream) => upstream.request(method, params, call).await,
         Err(e) => Err(e),
     };
@@ -460,12 +519,7 @@ async fn forward(
 /// Serves a modern call through the MRTR bridge when it resumes a parked
 /// call, or when it may need one: a legacy upstream and a client that can
 /// answer input requests. `None`: not bridged, forward normally.
-async fn bridged(
-    ctx: &CallCtx,
-    entry: &Arc<ServerEntry>,
-    method: &str,
-    params: Option<&Value>,
-) -> Option<mrtr::Driven> {
+async fn bridged(ctx: &CallCtx, entry: &Arc<Instance>, method: &str, params: Option<&Value>) -> Option<mrtr::Driven> {
     let target =
         params.and_then(|p| p.get(if method == "resources/read" { "uri" } else { "name" })).and_then(Value::as_str)?;
     let bridge = mrtr::Bridge {
@@ -548,12 +602,20 @@ async fn aggregate_list(ctx: &CallCtx, method: &str, params: Option<&Value>) -> 
     let mut items = Vec::new();
     for entry in entries.iter().skip(start) {
         let this_cursor = cursor.take();
-        if entry.is_unhealthy() && this_cursor.is_none() {
+        let resuming = this_cursor.is_some();
+        let inst = match ctx.instance(entry).await {
+            Ok(i) => i,
+            Err(e) if resuming => return Err(e),
+            Err(e) => {
+                tracing::warn!(upstream = entry.name(), method, error = %e.message, "skipping upstream in aggregated list");
+                continue;
+            }
+        };
+        if inst.is_unhealthy() && this_cursor.is_none() {
             continue;
         }
         let cx = CallContext { timeout: Some(timeout), ..call_context(ctx, None) };
-        let resuming = this_cursor.is_some();
-        let page = match ctx.app.pool.list_page(entry, ctx.modern, method, this_cursor, cx).await {
+        let page = match ctx.app.pool.list_page(&inst, ctx.modern, method, this_cursor, cx).await {
             Ok(page) => page,
             // The client asked to continue inside this server: its refusal
             // (an expired or bad cursor) is the client's answer.

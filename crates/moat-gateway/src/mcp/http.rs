@@ -280,7 +280,7 @@ async fn modern(app: App, caller: Caller, headers: &HeaderMap, msg: Message, ver
         );
     }
     if method == "tools/call"
-        && let Err(why) = super::params::check(&app, &caller.principal.tenant_id, &caller.scope, headers, &msg).await
+        && let Err(why) = super::params::check(&app, &caller.principal, &caller.scope, headers, &msg).await
     {
         return rpc_error(StatusCode::BAD_REQUEST, id, code::HEADER_MISMATCH, format!("Header mismatch: {why}"));
     }

@@ -8,8 +8,11 @@ use super::wire::sse_response;
 use crate::state::App;
 use crate::upstreams::ServerNotification;
 use axum::response::Response;
+use moat_core::ServerId;
 use moat_mcp::{Message, protocol};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// The notification as the addressed scope should see it, or `None` when
@@ -27,6 +30,14 @@ fn for_scope(scope: &Scope, n: &ServerNotification) -> Option<Message> {
             Some(msg)
         }
     }
+}
+
+/// True when `n` comes from the instance a caller is bound to for that
+/// server: notifications of another user's credentials never cross over.
+/// `bindings` is what the caller resolved so far; a server it has not used
+/// yet counts as bound to no credential.
+fn same_binding(bindings: &HashMap<ServerId, Arc<str>>, n: &ServerNotification) -> bool {
+    bindings.get(&n.server_id).map_or(n.binding.is_empty(), |k| *k == n.binding)
 }
 
 fn is_list_changed(method: &str) -> bool {
@@ -50,6 +61,10 @@ pub fn spawn_fanout(app: App) {
             };
             for session in app.sessions.all() {
                 if session.principal.tenant_id != n.tenant {
+                    continue;
+                }
+                let bound = session.bindings.lock().map(|b| same_binding(&b, &n)).unwrap_or(false);
+                if !bound {
                     continue;
                 }
                 if let Some(msg) = for_scope(&session.scope, &n)
@@ -98,6 +113,7 @@ pub async fn listen(ctx: CallCtx, req: Message) -> Response {
         honoured.insert("resourceSubscriptions".into(), json!(uris));
     }
     subscribe_upstream(&ctx, &uris).await;
+    let bindings = bindings_of(&ctx).await;
     let meta = json!({ protocol::META_SUBSCRIPTION_ID: id });
     let ack = Message::notification(
         "notifications/subscriptions/acknowledged",
@@ -126,7 +142,7 @@ pub async fn listen(ctx: CallCtx, req: Message) -> Response {
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            if n.tenant != tenant {
+            if n.tenant != tenant || !same_binding(&bindings, &n) {
                 continue;
             }
             let Some(mut msg) = for_scope(&scope, &n) else { continue };
@@ -155,6 +171,25 @@ pub async fn listen(ctx: CallCtx, req: Message) -> Response {
     sse_response(tokio_stream::wrappers::ReceiverStream::new(out), &[])
 }
 
+/// The binding the caller resolves to for each server in its scope.
+async fn bindings_of(ctx: &CallCtx) -> HashMap<ServerId, Arc<str>> {
+    let entries = match &ctx.scope {
+        Scope::Server(e) => vec![e.clone()],
+        Scope::Aggregate => ctx.app.pool.for_tenant(&ctx.principal.tenant_id),
+    };
+    let mut out = HashMap::new();
+    for e in entries {
+        // A server whose credentials cannot be resolved now gets no
+        // notifications on this stream rather than another binding's.
+        let key = match ctx.app.vault.resolve(&ctx.principal, &e.record).await {
+            Ok(b) => b.key.clone(),
+            Err(_) => Arc::from("\u{0}unresolved"),
+        };
+        out.insert(e.record.id.clone(), key);
+    }
+    out
+}
+
 /// Forwards resource subscriptions to the upstreams that own the URIs.
 async fn subscribe_upstream(ctx: &CallCtx, uris: &[String]) {
     for uri in uris {
@@ -167,9 +202,9 @@ async fn subscribe_upstream(ctx: &CallCtx, uris: &[String]) {
         };
         // `resources/subscribe` exists only in the legacy era; a modern
         // upstream's own listen stream already feeds resource updates.
-        if let Some(entry) = entry
-            && let Ok(upstream) = entry.upstream_for(false).await
-        {
+        let Some(entry) = entry else { continue };
+        let Ok(inst) = ctx.instance(&entry).await else { continue };
+        if let Ok(upstream) = inst.upstream_for(false).await {
             let _ = upstream.request("resources/subscribe", Some(json!({ "uri": inner })), Default::default()).await;
         }
     }

@@ -9,14 +9,15 @@ use super::names;
 use crate::state::App;
 use crate::upstreams::ServerEntry;
 use axum::http::HeaderMap;
-use moat_core::TenantId;
+use moat_core::{Principal, TenantId};
 use moat_mcp::client::{CallContext, param_headers};
 use moat_mcp::{Message, protocol};
 use serde_json::Value;
 use std::sync::Arc;
 
 /// Finds a tool's definition in a server's cached modern tool list.
-async fn tool_definition(app: &App, entry: &Arc<ServerEntry>, name: &str) -> Option<Value> {
+async fn tool_definition(app: &App, principal: &Principal, entry: &Arc<ServerEntry>, name: &str) -> Option<Value> {
+    let entry = &super::dispatch::instance_for(app, principal, entry, None).await.ok()?;
     let mut cursor = None;
     // A bounded walk: a hostile upstream cannot make this loop forever.
     for _ in 0..100 {
@@ -47,14 +48,14 @@ fn target(app: &App, tenant: &TenantId, scope: &Scope, full_name: &str) -> Optio
 /// which header is missing, malformed or does not match the body.
 pub async fn check(
     app: &App,
-    tenant: &TenantId,
+    principal: &Principal,
     scope: &Scope,
     headers: &HeaderMap,
     msg: &Message,
 ) -> Result<(), String> {
     let Some(full_name) = msg.param_str("name") else { return Ok(()) };
-    let Some((entry, tool)) = target(app, tenant, scope, full_name) else { return Ok(()) };
-    let Some(def) = tool_definition(app, &entry, &tool).await else { return Ok(()) };
+    let Some((entry, tool)) = target(app, &principal.tenant_id, scope, full_name) else { return Ok(()) };
+    let Some(def) = tool_definition(app, principal, &entry, &tool).await else { return Ok(()) };
     let Some(schema) = def.get("inputSchema") else { return Ok(()) };
     // Invalid annotations make the tool invalid; the upstream client has
     // already dropped such tools from lists, so there is nothing to check.

@@ -169,6 +169,9 @@ pub struct Session {
     pub transport: SessionTransport,
     /// Resource URIs subscribed to (as the client names them).
     pub subscriptions: Mutex<std::collections::HashSet<String>>,
+    /// The upstream instances (server, credential binding) this session has
+    /// used: only their notifications reach it.
+    pub bindings: Mutex<std::collections::HashMap<moat_core::ServerId, Arc<str>>>,
     /// Cancelled when the session ends.
     pub closed: CancellationToken,
     last_seen: AtomicI64,
@@ -381,6 +384,7 @@ impl SessionStore {
             client_caps: Mutex::new(caps),
             transport,
             subscriptions: Mutex::new(Default::default()),
+            bindings: Mutex::new(Default::default()),
             closed: CancellationToken::new(),
             last_seen: AtomicI64::new(now_ms()),
             next_stream: AtomicU64::new(0),
@@ -434,6 +438,18 @@ impl SessionStore {
             .sessions
             .read()
             .map(|m| m.values().filter(|s| s.principal.credential_id == credential_id).map(|s| s.id.clone()).collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.remove(&id);
+        }
+    }
+
+    /// Ends every session of a user (user deleted).
+    pub fn end_user(&self, user: &moat_core::UserId) {
+        let ids: Vec<String> = self
+            .sessions
+            .read()
+            .map(|m| m.values().filter(|s| s.principal.user_id == *user).map(|s| s.id.clone()).collect())
             .unwrap_or_default();
         for id in ids {
             self.remove(&id);

@@ -184,7 +184,14 @@ impl Gw {
             auth,
             pool,
             audit,
-            key_provider: Box::new(|| Ok(())),
+            vault: moat_gateway::credentials::Vault::new(
+                Arc::new({
+                    moat_vault::LocalKek::create(dir.path()).expect("kek");
+                    moat_vault::LocalProvider::open(dir.path()).expect("local key provider")
+                }),
+                store.clone(),
+                Default::default(),
+            ),
             shutdown: CancellationToken::new(),
         });
         let app = moat_gateway::router(state.clone());

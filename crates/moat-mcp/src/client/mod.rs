@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::Instant;
@@ -55,11 +56,11 @@ pub enum UpstreamSpec {
         command: String,
         /// Its arguments.
         args: Vec<String>,
-        /// The child's entire environment (values may be credentials). moat's
-        /// own environment is never inherited; the one exception is `PATH`,
-        /// copied from moat when this map does not set it, so that `node` or
-        /// `npx` can be found.
-        env: BTreeMap<String, String>,
+        /// The child's entire environment (values may be credentials, so they
+        /// are kept as secrets). moat's own environment is never inherited;
+        /// the one exception is `PATH`, copied from moat when this map does
+        /// not set it, so that `node` or `npx` can be found.
+        env: BTreeMap<String, SecretString>,
         /// Working directory, if not moat's.
         cwd: Option<PathBuf>,
     },
@@ -114,6 +115,17 @@ pub enum EraPreference {
     Modern,
 }
 
+/// Cleans everything an upstream sends before moat acts on it: the gateway
+/// uses it to replace the credential values it injected into this upstream
+/// (and their encodings) wherever the upstream echoes them.
+pub trait Scrubber: Send + Sync {
+    /// Scrubs one incoming message (response, error, notification or
+    /// server-to-client request), in place.
+    fn scrub_message(&self, msg: &mut Message);
+    /// Scrubs a line of text from the upstream (stdio stderr) before it is logged.
+    fn scrub_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str>;
+}
+
 /// Limits and identity for one upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamOptions {
@@ -138,6 +150,19 @@ pub struct UpstreamOptions {
     /// `{}`): those whose requests the caller can relay to its clients
     /// through [`CallContext::server_requests`].
     pub client_capabilities: Value,
+    /// Applied to every message and stderr line the upstream produces,
+    /// before anything else sees them.
+    pub scrubber: Option<ScrubberRef>,
+}
+
+/// A shared [`Scrubber`] (its `Debug` says only that one is set).
+#[derive(Clone)]
+pub struct ScrubberRef(pub Arc<dyn Scrubber>);
+
+impl std::fmt::Debug for ScrubberRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrubber")
+    }
 }
 
 impl Default for UpstreamOptions {
@@ -152,6 +177,7 @@ impl Default for UpstreamOptions {
             era: EraPreference::Auto,
             client_info: json!({"name": "moat", "version": env!("CARGO_PKG_VERSION")}),
             client_capabilities: json!({}),
+            scrubber: None,
         }
     }
 }
@@ -600,7 +626,8 @@ impl Inner {
 
     /// Opens a transport and performs the era detection and handshake.
     async fn start_session(&self, deadline: Instant) -> Result<(Session, ServerHello), UpstreamError> {
-        let router = Arc::new(Router::new(Arc::clone(&self.name), self.events.clone()));
+        let scrubber = self.opts.scrubber.as_ref().map(|s| Arc::clone(&s.0));
+        let router = Arc::new(Router::new(Arc::clone(&self.name), self.events.clone()).with_scrubber(scrubber.clone()));
         let conn = match &self.spec {
             UpstreamSpec::Stdio { command, args, env, cwd } => Conn::Stdio(stdio::StdioConn::spawn(
                 stdio::StdioSpec {
@@ -610,6 +637,7 @@ impl Inner {
                     env,
                     cwd: cwd.as_deref(),
                     max_message_bytes: self.opts.max_message_bytes,
+                    scrubber,
                 },
                 Arc::clone(&router),
             )?),
@@ -986,7 +1014,7 @@ mod tests {
         let spec = UpstreamSpec::Stdio {
             command: "node".into(),
             args: vec!["--token=s3cret-arg".into()],
-            env: BTreeMap::from([("API_KEY".into(), "s3cret-env".into())]),
+            env: BTreeMap::from([("API_KEY".into(), SecretString::from("s3cret-env"))]),
             cwd: None,
         };
         let text = format!("{spec:?}");

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::transport::Fail;
-use super::{ServerRequest, UpstreamEvent};
+use super::{Scrubber, ServerRequest, UpstreamEvent};
 use crate::jsonrpc::{ErrorObject, Kind, Message, code};
 
 /// The answer slot of one call.
@@ -56,12 +56,19 @@ pub(crate) struct Router {
     name: Arc<str>,
     events: broadcast::Sender<UpstreamEvent>,
     state: Mutex<State>,
+    scrubber: Option<Arc<dyn Scrubber>>,
 }
 
 impl Router {
     /// An empty table for upstream `name`.
     pub(crate) fn new(name: Arc<str>, events: broadcast::Sender<UpstreamEvent>) -> Self {
-        Router { name, events, state: Mutex::new(State::default()) }
+        Router { name, events, state: Mutex::new(State::default()), scrubber: None }
+    }
+
+    /// Sets the scrubber every incoming message passes through first.
+    pub(crate) fn with_scrubber(mut self, scrubber: Option<Arc<dyn Scrubber>>) -> Self {
+        self.scrubber = scrubber;
+        self
     }
 
     /// The upstream's name.
@@ -159,10 +166,13 @@ impl Router {
     /// for a server-to-client request.
     pub(crate) fn dispatch(
         &self,
-        msg: Message,
+        mut msg: Message,
         stream: Option<&mpsc::Sender<Value>>,
         call: Option<u64>,
     ) -> Option<Reply> {
+        if let Some(s) = &self.scrubber {
+            s.scrub_message(&mut msg);
+        }
         match msg.kind() {
             Kind::Response => {
                 self.answer(msg);
@@ -302,6 +312,35 @@ mod tests {
         // Unknown ids (and string ids we never issue) are dropped.
         r.dispatch(parse(json!({"jsonrpc":"2.0","id":"7","result":{}})), None, None);
         r.dispatch(parse(json!({"jsonrpc":"2.0","id":99,"result":{}})), None, None);
+    }
+
+    struct Upper;
+    impl Scrubber for Upper {
+        fn scrub_message(&self, msg: &mut Message) {
+            let text = String::from_utf8(msg.to_bytes()).unwrap().replace("s3cret", "[x]");
+            *msg = Message::parse(text.as_bytes()).unwrap();
+        }
+        fn scrub_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+            text.into()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_incoming_message_passes_the_scrubber_first() {
+        let (tx, mut ev) = broadcast::channel(16);
+        let r = Router::new(Arc::from("up"), tx).with_scrubber(Some(Arc::new(Upper)));
+        let rx = r.register(1, None).unwrap();
+        r.dispatch(parse(json!({"jsonrpc":"2.0","id":1,"result":{"t":"s3cret"}})), None, None);
+        assert_eq!(rx.await.unwrap().unwrap().result, Some(json!({"t":"[x]"})));
+        r.dispatch(
+            parse(json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"s3cret"}})),
+            None,
+            None,
+        );
+        match ev.recv().await.unwrap() {
+            UpstreamEvent::Notification(m) => assert_eq!(m.param_str("uri"), Some("[x]")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

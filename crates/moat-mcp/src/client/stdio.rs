@@ -27,11 +27,12 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::UpstreamError;
 use super::lines::{Line, LineReader, find_id};
 use super::router::Router;
 use super::transport::{Fail, parse_messages};
+use super::{Scrubber, UpstreamError};
 use crate::jsonrpc::Message;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// How long each step of the shutdown ladder waits.
 const GRACE: Duration = Duration::from_secs(2);
@@ -48,9 +49,10 @@ pub(crate) struct StdioSpec<'a> {
     pub(crate) name: Arc<str>,
     pub(crate) command: &'a str,
     pub(crate) args: &'a [String],
-    pub(crate) env: &'a BTreeMap<String, String>,
+    pub(crate) env: &'a BTreeMap<String, SecretString>,
     pub(crate) cwd: Option<&'a Path>,
     pub(crate) max_message_bytes: usize,
+    pub(crate) scrubber: Option<Arc<dyn Scrubber>>,
 }
 
 /// A running child process.
@@ -69,7 +71,7 @@ impl StdioConn {
         let mut cmd = Command::new(spec.command);
         cmd.args(spec.args)
             .env_clear()
-            .envs(spec.env)
+            .envs(spec.env.iter().map(|(k, v)| (k, v.expose_secret())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -106,8 +108,9 @@ impl StdioConn {
         ));
         // Configured values may be credentials: never let the child's
         // stderr carry them into moat's log.
-        let secrets: Vec<String> = spec.env.values().filter(|v| v.len() >= MIN_REDACTED_LEN).cloned().collect();
-        tokio::spawn(read_stderr(Arc::clone(&name), stderr, secrets, stop.clone()));
+        let secrets: Vec<SecretString> =
+            spec.env.values().filter(|v| v.expose_secret().len() >= MIN_REDACTED_LEN).cloned().collect();
+        tokio::spawn(read_stderr(Arc::clone(&name), stderr, secrets, spec.scrubber, stop.clone()));
         tokio::spawn(supervise(Arc::clone(&name), child, router, stop.clone(), reader, done_tx));
 
         Ok(StdioConn { name, tx, stop, done, max_message_bytes: spec.max_message_bytes })
@@ -233,7 +236,8 @@ async fn read_stdout(
 async fn read_stderr(
     name: Arc<str>,
     stderr: tokio::process::ChildStderr,
-    secrets: Vec<String>,
+    secrets: Vec<SecretString>,
+    scrubber: Option<Arc<dyn Scrubber>>,
     stop: CancellationToken,
 ) {
     let mut lines = LineReader::new(BufReader::new(stderr), MAX_STDERR_LINE);
@@ -247,7 +251,10 @@ async fn read_stderr(
             Ok(Some(Line::TooLong { head, .. })) => head,
             Ok(None) | Err(_) => return,
         };
-        let text = redact(&sanitize(&String::from_utf8_lossy(&bytes)), &secrets);
+        let mut text = redact(&sanitize(&String::from_utf8_lossy(&bytes)), &secrets);
+        if let Some(s) = &scrubber {
+            text = s.scrub_text(&text).into_owned();
+        }
         if !text.trim().is_empty() {
             tracing::info!(target: "moat_mcp::upstream::stderr", upstream = %name, "[{name}] {text}");
         }
@@ -314,11 +321,12 @@ fn signal_group(child: &mut Child, signal: nix::sys::signal::Signal) {
 }
 
 /// Replaces every occurrence of a configured value.
-fn redact(text: &str, secrets: &[String]) -> String {
+fn redact(text: &str, secrets: &[SecretString]) -> String {
     let mut out = text.to_owned();
     for s in secrets {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "[redacted]");
+        let s = s.expose_secret();
+        if out.contains(s) {
+            out = out.replace(s, "[redacted]");
         }
     }
     out
@@ -339,7 +347,7 @@ mod tests {
 
     #[test]
     fn redacts_configured_values() {
-        let secrets = vec!["sk-live-123456".to_owned()];
+        let secrets = vec![SecretString::from("sk-live-123456")];
         assert_eq!(
             redact("auth failed for sk-live-123456 (sk-live-123456)", &secrets),
             "auth failed for [redacted] ([redacted])"

@@ -282,7 +282,7 @@ pub fn stdio_spec(command: &str, args: &[&str], env: &[(&str, &str)]) -> Upstrea
     UpstreamSpec::Stdio {
         command: command.into(),
         args: args.iter().map(|s| s.to_string()).collect(),
-        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        env: env.iter().map(|(k, v)| (k.to_string(), secrecy::SecretString::from(*v))).collect(),
         cwd: None,
     }
 }

@@ -71,7 +71,8 @@ where
             let raw = raw_pool(&owner_url).await;
             sqlx::raw_sql(&format!(
                 "GRANT USAGE ON SCHEMA public TO {role}; \
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, users, api_keys, servers TO {role}; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, users, api_keys, servers, \
+                 teams, team_members, tenant_keys, credentials TO {role}; \
                  GRANT SELECT, INSERT ON audit_events TO {role};"
             ))
             .execute(&raw)

@@ -9,11 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod credentials;
 mod harness;
 mod keys;
 mod migrations;
 mod rls;
 mod servers;
+mod teams;
+mod tenant_keys;
 mod tenants;
 mod users;
 
@@ -46,9 +49,17 @@ on_both_backends! {
     servers: [create_find_delete, config_upsert, validation, isolation_and_list_all],
     audit: [append_only, ordering_and_paging, filters_and_tenant_scope, limits_and_batches],
     migrations: [idempotent],
+    teams: [crud_and_membership, isolation],
+    tenant_keys: [lifecycle, cross_tenant_listing_and_isolation, bytes_round_trip],
+    credentials: [crud, unique_slot_per_scope, shape_checks, cascades, candidates_for_call, rotation, last_used, isolation],
 }
 
 #[tokio::test]
 async fn postgres_rls_policies() {
     harness::postgres(rls::policies).await;
+}
+
+#[tokio::test]
+async fn postgres_upgrade_grants_new_tables() {
+    harness::postgres(migrations::upgrade_grants_new_tables).await;
 }

@@ -2,7 +2,8 @@
 //! through raw SQL (superusers and owners would bypass them).
 
 use crate::harness::{Ctx, new_key, seed};
-use moat_store::{AuditEvent, AuditResult, NewServer};
+use moat_core::{CredentialId, CredentialKind, ScopeTier};
+use moat_store::{AuditEvent, AuditResult, NewCredential, NewServer};
 
 pub async fn policies(ctx: Ctx) {
     let s = &ctx.store;
@@ -12,6 +13,27 @@ pub async fn policies(ctx: Ctx) {
     s.insert_api_key(&a.id, new_key(&a_user, "two", "puba2")).await.unwrap();
     s.insert_api_key(&b.id, new_key(&b_user, "one", "pubb1")).await.unwrap();
     s.create_server(&b.id, NewServer::stdio("x", vec!["x".into()])).await.unwrap();
+    let team = s.create_team(&a.id, "core").await.unwrap();
+    s.add_team_member(&a.id, &team.id, &a_user.id).await.unwrap();
+    s.insert_tenant_key(&a.id, 1, &[1, 2], "local").await.unwrap();
+    s.insert_tenant_key(&b.id, 1, &[3, 4], "local").await.unwrap();
+    let a_server = s.create_server(&a.id, NewServer::stdio("y", vec!["y".into()])).await.unwrap();
+    let cred = CredentialId::generate();
+    let new = NewCredential {
+        id: &cred,
+        tier: ScopeTier::Org,
+        user_id: None,
+        team_id: None,
+        scope_id: a.id.as_str(),
+        server_id: &a_server.id,
+        kind: CredentialKind::Env,
+        target: "TOKEN",
+        slot: "env:TOKEN",
+        key_version: 1,
+        sealed: &[0, 255],
+        actor: None,
+    };
+    s.insert_credential(&a.id, &new).await.unwrap();
     let mut e = AuditEvent::new("human", "key.create", AuditResult::Ok);
     e.tenant_id = Some(a.id.clone());
     s.append_audit(&[e]).await.unwrap();
@@ -32,7 +54,8 @@ pub async fn policies(ctx: Ctx) {
     assert!(!superuser && !bypass && !owns);
 
     // No tenant set: no rows in any tenant-owned table.
-    for table in ["users", "api_keys", "servers", "audit_events"] {
+    for table in ["users", "api_keys", "servers", "audit_events", "teams", "team_members", "tenant_keys", "credentials"]
+    {
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&app).await.unwrap();
         assert_eq!(n, 0, "{table} without app.tenant_id");
     }
@@ -46,7 +69,13 @@ pub async fn policies(ctx: Ctx) {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(n, 2);
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers").fetch_one(&mut *tx).await.unwrap();
-    assert_eq!(n, 0, "B's server stays hidden");
+    assert_eq!(n, 1, "B's server stays hidden");
+    for (table, expected) in [("teams", 1), ("team_members", 1), ("tenant_keys", 1), ("credentials", 1)] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(n, expected, "{table} with tenant A set");
+    }
+    let wrapped: Vec<u8> = sqlx::query_scalar("SELECT wrapped FROM tenant_keys").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(wrapped, [1, 2], "only A's data key");
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(n, 1);
     // Writing into another tenant is refused by the policy's WITH CHECK.
@@ -60,6 +89,19 @@ pub async fn policies(ctx: Ctx) {
     assert!(forged.unwrap_err().to_string().contains("row-level security"));
     tx.rollback().await.unwrap();
 
+    // Nor can a transaction scoped to A plant a data key in B.
+    let mut tx = app.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(a.id.as_str()).execute(&mut *tx).await.unwrap();
+    let forged = sqlx::query(
+        "INSERT INTO tenant_keys (tenant_id, version, wrapped, provider, created_at) VALUES ($1, 9, $2, 'x', 0)",
+    )
+    .bind(b.id.as_str())
+    .bind(vec![0u8])
+    .execute(&mut *tx)
+    .await;
+    assert!(forged.unwrap_err().to_string().contains("row-level security"));
+    tx.rollback().await.unwrap();
+
     // The setting was transaction-local: the pooled connection forgot it.
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys").fetch_one(&app).await.unwrap();
     assert_eq!(n, 0);
@@ -67,6 +109,9 @@ pub async fn policies(ctx: Ctx) {
     // The store's cross-tenant authentication lookup works as this role.
     let auth = s.api_key_for_auth("pubb1").await.unwrap().unwrap();
     assert_eq!((auth.tenant_id, auth.tenant_name.as_str()), (b.id.clone(), "tenant-b"));
-    assert_eq!(s.list_all_servers().await.unwrap().len(), 1);
+    assert_eq!(s.list_all_servers().await.unwrap().len(), 2);
+    let mut with_keys = vec![a.id.clone(), b.id.clone()];
+    with_keys.sort();
+    assert_eq!(s.tenants_with_keys_cross_tenant().await.unwrap(), with_keys);
     app.close().await;
 }
