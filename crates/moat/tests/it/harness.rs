@@ -439,6 +439,58 @@ impl Moat {
         self.cli_as(&self.key, args)
     }
 
+    /// Runs an admin command with `key`, feeding `input` on stdin.
+    pub fn cli_stdin(&self, key: &str, args: &[&str], input: &str) -> Run {
+        use std::io::Write as _;
+        let mut child = moat_cmd(&self.cwd())
+            .args(args)
+            .env("MOAT_URL", self.base())
+            .env("MOAT_API_KEY", key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run moat");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("wait moat").into()
+    }
+
+    /// Kills the gateway with SIGKILL (no draining), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take()
+            && let Some(mut child) = p.child.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the gateway again on the same data dir and config (after
+    /// [`Moat::kill`] or [`Moat::terminate`]), on a new port.
+    pub async fn restart(&mut self, env: &[(String, String)]) {
+        drop(self.proc.take());
+        let port = free_port();
+        let log = self.dir.path().join(format!("stderr-{port}.log"));
+        let mut proc = Proc::spawn(self.serve_cmd(port, env), log);
+        proc.wait_healthy(port).await.unwrap_or_else(|out| panic!("moat did not restart:\n{out}"));
+        self.proc = Some(proc);
+        self.port = port;
+    }
+
+    /// Everything moat wrote on stderr and stdout, over all its runs.
+    pub fn all_output(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("stderr") {
+                    out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
     /// Sends a request and reads the whole response (up to the first
     /// JSON-RPC response when it is an SSE stream).
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {

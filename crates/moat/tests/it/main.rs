@@ -12,3 +12,4 @@ mod mcp_legacy;
 mod mcp_modern;
 mod ops;
 mod upstreams;
+mod vault;
