@@ -492,3 +492,62 @@ async fn aws_kms_provider_against_moto() {
             .any(|w| w == values[0].as_bytes())
     );
 }
+
+/// With a real OpenBao dev server (MOAT_TEST_VAULT_BIN): the vault-transit
+/// provider end to end, including a KEK rotation (a new transit key version).
+#[tokio::test]
+async fn vault_transit_provider_against_openbao() {
+    let Some(bin) = std::env::var("MOAT_TEST_VAULT_BIN").ok().filter(|b| !b.is_empty()) else {
+        println!("skipped: MOAT_TEST_VAULT_BIN not set (an OpenBao `bao` or Vault `vault` binary)");
+        return;
+    };
+    let port = free_port();
+    let home = tempfile::tempdir().unwrap();
+    let root = "moat-it-root";
+    let _bao = Guard(
+        Command::new(&bin)
+            .args(["server", "-dev", "-dev-no-store-token", &format!("-dev-root-token-id={root}")])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .env("HOME", home.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bao"),
+    );
+    let addr = format!("http://127.0.0.1:{port}");
+    let http = crate::harness::http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{addr}/v1/sys/health")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "OpenBao did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (path, body) in
+        [("sys/mounts/transit", json!({"type": "transit"})), ("transit/keys/moat", json!({"derived": true}))]
+    {
+        let r = http.post(format!("{addr}/v1/{path}")).header("X-Vault-Token", root).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+    let marker = unique_marker("bao");
+    let config =
+        format!("[vault]\nprovider = \"vault-transit\"\ntransit_addr = \"{addr}\"\n\n{}", servers_toml(&marker, None));
+    let env = vec![
+        ("VAULT_TOKEN".to_owned(), root.to_owned()),
+        ("MOAT_VAULT_CREDENTIAL_CACHE_TTL_MS".to_owned(), "0".to_owned()),
+    ];
+    let mut moat = Moat::with_marker(Opts { config, env: env.clone(), ..Opts::default() }, marker).await;
+    let r = moat.get("/readyz", None).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    let owner = moat.key.clone();
+    let values = tokens(2);
+    for (i, v) in values.iter().enumerate() {
+        set(&moat, &owner, &["--server", "envsrv", "--scope", "org", "--env", &format!("TOKEN_{i}")], v).ok();
+    }
+    assert_tokens(&moat, &owner, &values).await;
+    let report = moat.cli(&["kek", "rotate", "--json"]).ok().json();
+    assert_eq!(report["provider"], "vault-transit", "{report}");
+    assert_eq!(report["deks"], 1, "{report}");
+    moat.terminate(Duration::from_secs(10));
+    moat.restart(&env).await;
+    assert_tokens(&moat, &owner, &values).await;
+    assert!(!moat.all_output().contains(root), "the Vault token is never logged");
+}
