@@ -407,6 +407,7 @@ async fn delete_tenant(
     }
     app.pool.remove_tenant(&t.id).await;
     app.store.delete_tenant(&t.id).await?;
+    app.vault.forget_tenant(&t.id);
     app.auth.invalidate_all();
     audit(&app, &a, "tenant.delete", format!("tenant:{}", t.id), json!({ "name": t.name })).await;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -66,7 +66,7 @@ const FORBIDDEN_ENV: &[&str] = &[
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 ];
-const FORBIDDEN_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "MALLOC_", "NPM_CONFIG_", "GIT_", "MOAT_"];
+const FORBIDDEN_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "MALLOC_", "NPM_CONFIG_", "GIT_"];
 
 /// Headers a credential may never set: they belong to the transport or to
 /// the MCP protocol, and moat sets them itself.
@@ -440,6 +440,13 @@ impl Vault {
         self.bindings.invalidate_if(move |k, _| k.tenant == t);
     }
 
+    /// Forgets everything held in memory for a tenant (tenant deleted).
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        self.invalidate_tenant(tenant);
+        let t = tenant.clone();
+        self.deks.invalidate_if(move |k, _| k.0 == t);
+    }
+
     async fn dek(&self, tenant: &TenantId, version: u32, wrapped: &[u8]) -> Result<Arc<Dek>, CredentialError> {
         let key = (tenant.clone(), version);
         if let Some(d) = self.deks.get(&key) {
@@ -737,6 +744,8 @@ impl Vault {
                 }
             }
         }
+        // Values are unchanged, but nothing decrypted under an old key outlives the rotation.
+        self.invalidate_tenant(tenant);
         Ok(RotationReport { from_version: from, to_version: target, reencrypted: done, resumed: unfinished })
     }
 
@@ -771,6 +780,8 @@ impl Vault {
             tenants += u64::from(!keys.is_empty());
         }
         self.provider.finish_kek_rotation().await.map_err(|e| self.provider_err(e))?;
+        self.bindings.clear();
+        self.deks.clear();
         Ok(KekReport { provider: self.provider.name().to_owned(), tenants, deks })
     }
 }
@@ -805,7 +816,7 @@ mod tests {
         assert!(!ok(CredentialKind::Env, "GITHUB_TOKEN", Transport::StreamableHttp));
         assert!(!ok(CredentialKind::Header, "X-Api-Key", Transport::Stdio));
         assert!(ok(CredentialKind::Header, "X-Api-Key", Transport::Sse));
-        for bad in ["LD_PRELOAD", "ld_library_path", "NODE_OPTIONS", "PATH", "1ABC", "A-B", "", "MOAT_API_KEY"] {
+        for bad in ["LD_PRELOAD", "ld_library_path", "NODE_OPTIONS", "PATH", "1ABC", "A-B", "", "GIT_SSH_COMMAND"] {
             assert!(!ok(CredentialKind::Env, bad, Transport::Stdio), "{bad}");
         }
         for bad in ["Host", "content-length", "Mcp-Session-Id", "Proxy-Authorization", "bad header", ""] {

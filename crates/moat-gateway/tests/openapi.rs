@@ -21,6 +21,14 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/servers", &["get", "post"]),
     ("/api/v1/servers/{server}", &["get", "delete"]),
     ("/api/v1/audit", &["get"]),
+    ("/api/v1/users/{user}", &["get", "delete"]),
+    ("/api/v1/teams", &["get", "post"]),
+    ("/api/v1/teams/{team}", &["get", "delete"]),
+    ("/api/v1/teams/{team}/members/{user}", &["put", "delete"]),
+    ("/api/v1/credentials", &["get", "post"]),
+    ("/api/v1/credentials/{credential}", &["get", "delete"]),
+    ("/api/v1/tenants/{tenant}/rotate-key", &["post"]),
+    ("/api/v1/kek/rotate", &["post"]),
 ];
 
 /// Routes that act in a tenant picked by `?tenant=`.
@@ -37,6 +45,18 @@ const TENANT_SCOPED: &[(&str, &str)] = &[
     ("/api/v1/servers/{server}", "get"),
     ("/api/v1/servers/{server}", "delete"),
     ("/api/v1/audit", "get"),
+    ("/api/v1/users/{user}", "get"),
+    ("/api/v1/users/{user}", "delete"),
+    ("/api/v1/teams", "get"),
+    ("/api/v1/teams", "post"),
+    ("/api/v1/teams/{team}", "get"),
+    ("/api/v1/teams/{team}", "delete"),
+    ("/api/v1/teams/{team}/members/{user}", "put"),
+    ("/api/v1/teams/{team}/members/{user}", "delete"),
+    ("/api/v1/credentials", "get"),
+    ("/api/v1/credentials", "post"),
+    ("/api/v1/credentials/{credential}", "get"),
+    ("/api/v1/credentials/{credential}", "delete"),
 ];
 
 fn op<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {

@@ -206,6 +206,35 @@ async fn credentials_resolve_by_scope_are_injected_and_never_leak() {
     out.run(moat.cli_as(&alice, &["credential", "delete", &alice_cred]).ok());
     assert_eq!(token(&whoami(&moat, &alice, "envsrv").await), json!(sha256(&team)), "back to the team's");
 
+    // Two teams holding the same slot: ambiguous, refused rather than guessed.
+    let team2 = canary("team2");
+    out.run(moat.cli(&["team", "create", "dev"]).ok());
+    out.run(moat.cli(&["team", "add-member", "dev", "carol"]).ok());
+    out.run(
+        set(&moat, &owner, &["--server", "envsrv", "--scope", "team", "--team", "dev", "--env", "TOKEN"], &team2).ok(),
+    );
+    let r = out.resp(call(&moat, &carol, "envsrv__whoami", json!({})).await);
+    assert!(r.text.contains("ambiguous") && r.text.contains("`dev`") && r.text.contains("`sre`"), "{}", r.text);
+    out.run(moat.cli(&["team", "remove-member", "dev", "carol"]).ok());
+    assert_eq!(token(&whoami(&moat, &carol, "envsrv").await), json!(sha256(&team)));
+
+    // Another tenant never sees or gets this tenant's credentials.
+    out.run(moat.cli(&["tenant", "create", "acme"]).ok());
+    let cmd = format!("python3 {} stdio {marker}-acme", fixture().display());
+    let mut add = vec!["server", "add", "envsrv", "--tenant", "acme", "--command"];
+    add.extend(cmd.split(' '));
+    out.run(moat.cli(&add).ok());
+    let acme = out
+        .run(moat.cli(&["key", "create", "acme-key", "--tenant", "acme", "--role", "admin"]).ok())
+        .stdout
+        .trim()
+        .to_owned();
+    assert_eq!(token(&whoami(&moat, &acme, "envsrv").await), Value::Null, "no credential crosses tenants");
+    let none = out.run(moat.cli_as(&acme, &["credential", "list", "--json"]).ok()).json();
+    assert_eq!(none, json!([]));
+    let r = out.run(moat.cli_as(&acme, &["credential", "show", &alice_cred]));
+    assert_eq!(r.code, Some(1));
+
     // Members: only their own personal credentials.
     let r = out.run(set(&moat, &alice, &["--server", "envsrv", "--scope", "org", "--env", "API_KEY"], &bad));
     assert_eq!(r.code, Some(1));
@@ -261,7 +290,7 @@ async fn credentials_resolve_by_scope_are_injected_and_never_leak() {
     assert!(r.status.is_success());
 
     // The canary search: every output, the logs, the database files.
-    let canaries = vec![org, team, alice_v, alice_v2, svc, http_org, alice_api, bob_pw, bad];
+    let canaries = vec![org, team, team2, alice_v, alice_v2, svc, http_org, alice_api, bob_pw, bad];
     for (i, o) in out.0.iter().enumerate() {
         assert_no_canary(o.as_bytes(), &canaries, &format!("output #{i}"));
     }
