@@ -304,10 +304,9 @@ async fn credentials_resolve_by_scope_are_injected_and_never_leak() {
 }
 
 fn sqlite(db: &Path, sql: &str) -> String {
-    let script = format!(
-        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nr=c.execute(sys.argv[2]).fetchall()\nc.commit()\nprint(r)"
-    );
-    let o = Command::new("python3").args(["-c", &script]).arg(db).arg(sql).output().expect("python3");
+    let script =
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nr=c.execute(sys.argv[2]).fetchall()\nc.commit()\nprint(r)";
+    let o = Command::new("python3").args(["-c", script]).arg(db).arg(sql).output().expect("python3");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
