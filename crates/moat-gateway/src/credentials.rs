@@ -543,16 +543,15 @@ impl Vault {
         let mut secrets: Vec<SecretString> = Vec::new();
         let mut ids = Vec::new();
         for rows in best.values() {
-            if let [a, b, ..] = rows.as_slice() {
+            if let [first, _, ..] = rows.as_slice() {
                 let mut names: Vec<String> = rows
                     .iter()
                     .map(|r| format!("`{}`", r.meta.team_name.clone().unwrap_or_else(|| r.meta.scope_id.clone())))
                     .collect();
                 names.sort();
-                let _ = b;
                 return Err(CredentialError::Ambiguous {
                     server: server.name.clone(),
-                    target: a.meta.target.clone(),
+                    target: first.meta.target.clone(),
                     teams: names.join(", "),
                 });
             }
