@@ -1,0 +1,1 @@
+//! The scanners, one module per category.
