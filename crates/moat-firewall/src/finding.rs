@@ -2,13 +2,13 @@
 //! and a byte span inside the scanned string; it never carries the matched
 //! text, so it can be logged, audited and returned without leaking it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
 /// The seven scanner categories.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// Credentials: cloud keys, tokens, private keys, connection strings.
@@ -60,7 +60,7 @@ impl fmt::Display for Category {
 }
 
 /// Which way the scanned content travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Client to upstream: tool arguments, resource URIs, prompt arguments.

@@ -4,7 +4,22 @@
 //! findings into actions (block, redact, require approval, log).
 #![forbid(unsafe_code)]
 
+pub mod engine;
+pub mod error;
 pub mod finding;
+pub mod policy;
+pub mod rules;
 pub mod scanners;
 
+pub use engine::{Engine, EngineConfig, JsonFinding};
+pub use error::FirewallError;
 pub use finding::{Category, Confidence, Direction, Finding, Scanner};
+pub use policy::{Action, Decision, Mode, Policy, PolicyRule};
+pub use rules::{CustomPattern, Rule, RuleSet};
+
+/// The engine with every scanner of this crate: the compiled rule set
+/// (secrets, PII, destructive commands, exfiltration, tool abuse) plus the
+/// code scanners registered here. Compiled once per process (about 50 ms).
+pub fn standard_engine(config: &EngineConfig) -> Result<Engine, FirewallError> {
+    Engine::new(config.clone())
+}

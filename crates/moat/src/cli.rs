@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use crate::{admin, config, serve};
+use crate::{admin, config, scan, serve};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -54,6 +54,19 @@ pub enum Command {
         /// Name of the first tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
+    },
+    /// Run the firewall over stdin (JSON or text) and print the findings;
+    /// exit 3 when there are any.
+    Scan {
+        /// Which way the content travels.
+        #[arg(long, default_value = "response", value_parser = ["request", "response", "description"])]
+        direction: String,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+        /// Config file (its firewall policy is used).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Tenants (operator).
     Tenant {
@@ -310,6 +323,18 @@ pub enum AuditVerb {
     },
 }
 
+/// `moat scan` found something: exit code 3, no error message.
+#[derive(Debug)]
+pub struct FoundSomething;
+
+impl std::fmt::Display for FoundSomething {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("findings")
+    }
+}
+
+impl std::error::Error for FoundSomething {}
+
 /// Rewrites argv so that `moat server add NAME --url URL` names the
 /// upstream, as documented, while `--url` everywhere else (including before
 /// `add`) is the gateway's address. Both cannot be one clap flag: the
@@ -346,6 +371,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init { config, data_dir, tenant } => {
             let flags = config::Overrides { config, data_dir, ..Default::default() };
             serve::init_command(flags, &tenant).await
+        }
+        Command::Scan { direction, format, config } => {
+            scan::scan_command(config::Overrides { config, ..Default::default() }, &direction, &format)
         }
         Command::Tenant { verb, remote } => admin::tenant(&remote, verb).await,
         Command::User { verb, remote } => admin::user(&remote, verb).await,

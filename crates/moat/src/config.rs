@@ -28,6 +28,9 @@
 //! | (token, never in the file) | `MOAT_VAULT_TRANSIT_TOKEN` (else `VAULT_TOKEN`) | |
 //! | `upstream.instance_idle_timeout_s` | `MOAT_UPSTREAM_INSTANCE_IDLE_TIMEOUT_S` | |
 //! | `firewall.mode` | `MOAT_FIREWALL_MODE` | |
+//! | `firewall.approval_timeout_s` | `MOAT_FIREWALL_APPROVAL_TIMEOUT_S` | |
+//! | `firewall.max_description_bytes` | `MOAT_FIREWALL_MAX_DESCRIPTION_BYTES` | |
+//! | `[[firewall.rules]]` (category, rule, direction, action) | | |
 //! | `upstream.call_timeout_ms` | `MOAT_UPSTREAM_CALL_TIMEOUT_MS` | |
 //! | `upstream.max_concurrency` | `MOAT_UPSTREAM_MAX_CONCURRENCY` | |
 //! | `session.idle_timeout_s` | `MOAT_SESSION_IDLE_TIMEOUT_S` | |
@@ -100,6 +103,19 @@ struct RawVault {
 #[serde(deny_unknown_fields)]
 struct RawFirewall {
     mode: Option<String>,
+    approval_timeout_s: Option<u64>,
+    max_description_bytes: Option<u64>,
+    #[serde(default)]
+    rules: Vec<RawFirewallRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFirewallRule {
+    category: Option<String>,
+    rule: Option<String>,
+    direction: Option<String>,
+    action: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,8 +211,14 @@ pub struct Config {
     pub rotation_pause: Duration,
     /// How long an upstream instance holding credentials may sit idle.
     pub instance_idle_timeout: Duration,
-    /// Firewall mode (used by the firewall issue).
+    /// Firewall mode (`enforce`, `shadow`, `disabled`).
     pub firewall_mode: String,
+    /// The deployment's firewall policy: the defaults, then `[[firewall.rules]]`.
+    pub firewall_policy: moat_firewall::Policy,
+    /// How long a call held for approval waits before it is denied.
+    pub approval_timeout: Duration,
+    /// Longest tool, resource or prompt description passed on.
+    pub max_description_bytes: usize,
     /// Per-call upstream deadline.
     pub call_timeout: Duration,
     /// Calls in flight per upstream.
@@ -485,6 +507,66 @@ fn validate(
             }
         },
     };
+    let mode: moat_firewall::Mode =
+        firewall_mode.parse().map_err(|e: String| ConfigError::new(file, "firewall.mode", e))?;
+    let mut extra = Vec::new();
+    for (i, r) in raw.firewall.rules.into_iter().enumerate() {
+        let key = |k: &str| format!("firewall.rules[{i}].{k}");
+        let category = match r.category {
+            None => None,
+            Some(c) => Some(
+                serde_json::from_value::<moat_firewall::Category>(serde_json::Value::String(c.clone())).map_err(
+                    |_| {
+                        ConfigError::new(
+                            file,
+                            key("category"),
+                            format!(
+                                "`{c}` is not one of: secret, pii, injection, destructive, url, exfiltration, tool_abuse"
+                            ),
+                        )
+                    },
+                )?,
+            ),
+        };
+        let direction = match r.direction {
+            None => None,
+            Some(d) => {
+                Some(serde_json::from_value::<moat_firewall::Direction>(serde_json::Value::String(d.clone())).map_err(
+                    |_| {
+                        ConfigError::new(
+                            file,
+                            key("direction"),
+                            format!("`{d}` is not one of: request, response, description"),
+                        )
+                    },
+                )?)
+            }
+        };
+        let action = r
+            .action
+            .ok_or_else(|| ConfigError::new(file, key("action"), "is required"))?
+            .parse::<moat_firewall::Action>()
+            .map_err(|e| ConfigError::new(file, key("action"), e))?;
+        if category.is_none() && r.rule.is_none() && direction.is_none() {
+            return Err(ConfigError::new(file, key("category"), "name a category, a rule or a direction"));
+        }
+        extra.push(moat_firewall::PolicyRule { category, rule: r.rule, direction, action });
+    }
+    let firewall_policy = moat_firewall::Policy::defaults(mode).with_rules(extra);
+    let approval_timeout = Duration::from_secs(
+        number(raw.firewall.approval_timeout_s, "MOAT_FIREWALL_APPROVAL_TIMEOUT_S", "firewall.approval_timeout_s", 1)?
+            .unwrap_or(300),
+    );
+    let max_description_bytes = usize::try_from(
+        number(
+            raw.firewall.max_description_bytes,
+            "MOAT_FIREWALL_MAX_DESCRIPTION_BYTES",
+            "firewall.max_description_bytes",
+            64,
+        )?
+        .unwrap_or(4096),
+    )
+    .unwrap_or(4096);
     let call_timeout = Duration::from_millis(
         number(raw.upstream.call_timeout_ms, "MOAT_UPSTREAM_CALL_TIMEOUT_MS", "upstream.call_timeout_ms", 100)?
             .unwrap_or(60_000),
@@ -592,6 +674,9 @@ fn validate(
         rotation_pause,
         instance_idle_timeout,
         firewall_mode,
+        firewall_policy,
+        approval_timeout,
+        max_description_bytes,
         call_timeout,
         upstream_max_concurrency,
         session_idle_timeout,
@@ -612,6 +697,33 @@ mod tests {
         let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let env = move |k: &str| vars.get(k).cloned();
         load(&Overrides { config: Some(path), ..flags }, &env)
+    }
+
+    #[test]
+    fn firewall_rules_are_parsed_and_validated() {
+        let c = load_with(
+            "[firewall]\nmode = \"shadow\"\napproval_timeout_s = 30\n\n[[firewall.rules]]\ncategory = \"pii\"\n\
+             direction = \"response\"\naction = \"redact\"\n",
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.firewall_policy.mode, moat_firewall::Mode::Shadow);
+        assert_eq!(c.approval_timeout, Duration::from_secs(30));
+        let last = c.firewall_policy.rules.last().unwrap();
+        assert_eq!(last.action, moat_firewall::Action::Redact);
+        assert_eq!(last.category, Some(moat_firewall::Category::Pii));
+        let e = load_with("[[firewall.rules]]\ncategory = \"spam\"\naction = \"block\"\n", &[], Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("firewall.rules[0].category"), "{e}");
+        let e = load_with("[[firewall.rules]]\ncategory = \"pii\"\naction = \"nuke\"\n", &[], Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("firewall.rules[0].action"), "{e}");
+        let e =
+            load_with("[[firewall.rules]]\naction = \"block\"\n", &[], Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("name a category"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod config;
+mod scan;
 mod serve;
 
 use clap::Parser;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cli::FoundSomething>().is_some() => ExitCode::from(3),
         Err(e) => {
             if std::env::var("RUST_BACKTRACE").is_ok_and(|v| !v.is_empty() && v != "0") {
                 eprintln!("error: {e:?}");

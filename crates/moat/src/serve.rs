@@ -289,6 +289,9 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
         key_provider = %cfg.vault_provider,
         credential_cache_ttl_ms = cfg.credential_cache_ttl.as_millis(),
         firewall_mode = %cfg.firewall_mode,
+        firewall_rules = cfg.firewall_policy.rules.len(),
+        approval_timeout_s = cfg.approval_timeout.as_secs(),
+        max_description_bytes = cfg.max_description_bytes,
         redis = cfg.redis_url.is_some(),
         "moat is serving"
     );

@@ -1,1 +1,7 @@
 //! The scanners, one module per category.
+
+pub mod abuse;
+pub mod destructive;
+pub mod exfil;
+pub mod pii;
+pub mod secrets;

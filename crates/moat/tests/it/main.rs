@@ -11,5 +11,6 @@ mod harness;
 mod mcp_legacy;
 mod mcp_modern;
 mod ops;
+mod scan;
 mod upstreams;
 mod vault;

@@ -1,0 +1,612 @@
+//! The scan engine: the compiled rule tables plus any extra [`Scanner`]s,
+//! run over a string or over every string (and object key) of a JSON value,
+//! and in-place redaction of what they found.
+//!
+//! Built once at start (or per tenant when it has custom patterns) and shared;
+//! scanning is `&self`, allocation-light and linear in the input.
+
+use crate::error::FirewallError;
+use crate::finding::{Category, Confidence, Direction, Finding, Scanner};
+use crate::rules::{self, CustomPattern, RuleSet, RuleSetOptions, ceil_char_boundary, floor_char_boundary};
+use crate::scanners::exfil;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+/// How an [`Engine`] is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Categories whose rules run and whose findings are reported (extra
+    /// scanners' findings of other categories are dropped).
+    pub categories: Vec<Category>,
+    /// Tenant patterns added to the built-in tables (those of a disabled
+    /// category are ignored).
+    pub custom_patterns: Vec<CustomPattern>,
+    /// Bytes searched on each side of a keyword hit.
+    pub window: usize,
+    /// Most matches per rule per scanned string.
+    pub max_matches_per_rule: usize,
+    /// JSON nesting depth walked by [`Engine::scan_json`]; deeper values are
+    /// not scanned (and not reported: the JSON parser in front of the engine
+    /// is expected to refuse absurd nesting).
+    pub max_depth: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let rules = RuleSetOptions::default();
+        EngineConfig {
+            categories: Category::ALL.to_vec(),
+            custom_patterns: Vec::new(),
+            window: rules.window,
+            max_matches_per_rule: rules.max_matches_per_rule,
+            max_depth: 128,
+        }
+    }
+}
+
+/// A finding inside a JSON value.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct JsonFinding {
+    /// RFC 6901 pointer to the string scanned. For a finding in an object
+    /// key (`in_key`), the pointer names the member whose key it is (the
+    /// object's pointer plus `/` and the escaped key). For a structural
+    /// finding about a member (`"limit": 1000000`), the pointer names the
+    /// member and the span is empty.
+    pub pointer: String,
+    /// The finding is in the object key rather than in the value.
+    pub in_key: bool,
+    /// The finding; its span is relative to the string named by `pointer`.
+    pub finding: Finding,
+}
+
+/// The scan engine. See the [module docs](self).
+pub struct Engine {
+    rules: RuleSet,
+    scanners: Vec<Box<dyn Scanner>>,
+    enabled: u8,
+    max_depth: usize,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules)
+            .field("scanners", &self.scanners.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .field("max_depth", &self.max_depth)
+            .finish()
+    }
+}
+
+fn category_bit(category: Category) -> u8 {
+    let i = Category::ALL.iter().position(|c| *c == category).unwrap_or(0);
+    1 << i
+}
+
+/// The default placeholder: `[REDACTED:<category>:<rule>]`.
+pub fn default_placeholder(finding: &Finding) -> String {
+    format!("[REDACTED:{}:{}]", finding.category, finding.rule)
+}
+
+/// Object keys whose string value is a credential whatever its shape.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "credential",
+    "authkey",
+    "clientsecret",
+    "sessionkey",
+    "signingkey",
+];
+/// Keys containing a [`SECRET_KEYS`] word that name something else.
+const NOT_SECRET_KEYS: &[&str] = &[
+    "pagetoken",
+    "nexttoken",
+    "continuationtoken",
+    "synctoken",
+    "cursor",
+    "csrf",
+    "tokentype",
+    "tokenizer",
+    "tokencount",
+    "tokens",
+    "tokenurl",
+    "tokenendpoint",
+    "secretname",
+    "secretid",
+    "secretref",
+    "keyid",
+    "publickey",
+    "passwordpolicy",
+    "passwordhint",
+    "expires",
+];
+
+fn is_secret_key(key: &str) -> bool {
+    if key.len() > 64 {
+        return false;
+    }
+    let normal: String = key.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
+    SECRET_KEYS.iter().any(|k| normal.contains(k)) && !NOT_SECRET_KEYS.iter().any(|k| normal.contains(k))
+}
+
+fn is_secret_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    (8..=512).contains(&b.len()) && !b.iter().any(u8::is_ascii_whitespace) && rules::entropy_3(b)
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn push_escaped(out: &mut String, token: &str) {
+    for c in token.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn pointer(path: &[Seg<'_>]) -> String {
+    let mut p = String::new();
+    for seg in path {
+        p.push('/');
+        match seg {
+            Seg::Key(k) => push_escaped(&mut p, k),
+            Seg::Index(i) => {
+                let _ = write!(p, "{i}");
+            }
+        }
+    }
+    p
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+impl Engine {
+    /// Compiles the built-in rules of the enabled categories and the custom
+    /// patterns.
+    ///
+    /// # Errors
+    /// See [`RuleSet::compile`].
+    pub fn new(config: EngineConfig) -> Result<Engine, FirewallError> {
+        let enabled = config.categories.iter().fold(0u8, |m, c| m | category_bit(*c));
+        let custom: Vec<CustomPattern> =
+            config.custom_patterns.into_iter().filter(|c| enabled & category_bit(c.category) != 0).collect();
+        let options = RuleSetOptions { window: config.window, max_matches_per_rule: config.max_matches_per_rule };
+        let rules = RuleSet::compile(
+            rules::builtin_rules().filter(|r| enabled & category_bit(r.category) != 0),
+            &custom,
+            options,
+        )?;
+        Ok(Engine { rules, scanners: Vec::new(), enabled, max_depth: config.max_depth })
+    }
+
+    /// Adds a scanner run after the rules on every string.
+    #[must_use]
+    pub fn with_scanner(mut self, scanner: Box<dyn Scanner>) -> Self {
+        self.scanners.push(scanner);
+        self
+    }
+
+    /// The compiled rule set.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Whether findings of `category` are reported.
+    pub fn enabled(&self, category: Category) -> bool {
+        self.enabled & category_bit(category) != 0
+    }
+
+    /// Findings in `text`, sorted by span start, exact duplicates removed.
+    pub fn scan_str(&self, text: &str, direction: Direction) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.scan_into(text, direction, &mut out);
+        out
+    }
+
+    fn scan_into(&self, text: &str, direction: Direction, out: &mut Vec<Finding>) {
+        out.clear();
+        self.rules.scan(text, direction, out);
+        for scanner in &self.scanners {
+            let from = out.len();
+            scanner.scan(text, direction, out);
+            // Extra scanners are trusted code, but a bad span must not turn
+            // into a panic at redaction time.
+            let mut i = from;
+            while i < out.len() {
+                let f = &out[i];
+                let ok = self.enabled(f.category)
+                    && f.span.start <= f.span.end
+                    && f.span.end <= text.len()
+                    && text.is_char_boundary(f.span.start)
+                    && text.is_char_boundary(f.span.end);
+                if ok {
+                    i += 1;
+                } else {
+                    out.swap_remove(i);
+                }
+            }
+        }
+        // Highest confidence first among equal (span, category, rule), so
+        // that deduplication keeps the surest of patterns sharing an id.
+        out.sort_unstable_by(|a, b| {
+            (a.span.start, a.span.end, a.category, &a.rule, std::cmp::Reverse(a.confidence)).cmp(&(
+                b.span.start,
+                b.span.end,
+                b.category,
+                &b.rule,
+                std::cmp::Reverse(b.confidence),
+            ))
+        });
+        out.dedup_by(|later, kept| {
+            later.span == kept.span && later.category == kept.category && later.rule == kept.rule
+        });
+    }
+
+    /// Findings in every string value and object key of `value`, depth-first
+    /// in document order. Request members are also checked structurally for
+    /// bulk extraction (`"limit": 1000000`), and string members whose key
+    /// names a credential (`"password": "…"`) for secret-looking values.
+    pub fn scan_json(&self, value: &Value, direction: Direction) -> Vec<JsonFinding> {
+        let mut out = Vec::new();
+        let mut path = Vec::new();
+        let mut buf = Vec::new();
+        self.walk(value, direction, &mut path, 0, &mut buf, &mut out);
+        out
+    }
+
+    fn emit(path: &[Seg<'_>], in_key: bool, findings: &mut Vec<Finding>, out: &mut Vec<JsonFinding>) {
+        if findings.is_empty() {
+            return;
+        }
+        let p = pointer(path);
+        out.extend(findings.drain(..).map(|finding| JsonFinding { pointer: p.clone(), in_key, finding }));
+    }
+
+    fn walk<'a>(
+        &self,
+        value: &'a Value,
+        direction: Direction,
+        path: &mut Vec<Seg<'a>>,
+        depth: usize,
+        buf: &mut Vec<Finding>,
+        out: &mut Vec<JsonFinding>,
+    ) {
+        if depth > self.max_depth {
+            return;
+        }
+        match value {
+            Value::String(s) => {
+                self.scan_into(s, direction, buf);
+                Self::emit(path, false, buf, out);
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    self.walk(item, direction, path, depth + 1, buf, out);
+                    path.pop();
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    path.push(Seg::Key(k));
+                    self.scan_into(k, direction, buf);
+                    Self::emit(path, true, buf, out);
+                    if direction == Direction::Request
+                        && self.enabled(Category::Exfiltration)
+                        && let Some(f) = exfil::structural(k, v)
+                    {
+                        out.push(JsonFinding { pointer: pointer(path), in_key: false, finding: f });
+                    }
+                    let before = out.len();
+                    self.walk(v, direction, path, depth + 1, buf, out);
+                    if let Value::String(s) = v
+                        && self.enabled(Category::Secret)
+                        && is_secret_key(k)
+                        && is_secret_value(s)
+                        && !out[before..].iter().any(|f| f.finding.category == Category::Secret)
+                    {
+                        out.push(JsonFinding {
+                            pointer: pointer(path),
+                            in_key: false,
+                            finding: Finding {
+                                category: Category::Secret,
+                                rule: Cow::Borrowed("secret-json-field"),
+                                confidence: Confidence::Medium,
+                                span: 0..s.len(),
+                            },
+                        });
+                    }
+                    path.pop();
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// Replaces each finding's span with `placeholder(finding)`, in place.
+    /// Overlapping spans in one string are merged and replaced once (with the
+    /// placeholder of the most confident finding among them); keys are
+    /// renamed, innermost first, keeping member order. Findings whose pointer
+    /// no longer resolves, or whose span is empty or out of range, are
+    /// skipped. Returns the number of replacements made.
+    pub fn redact_json(
+        &self,
+        value: &mut Value,
+        findings: &[JsonFinding],
+        placeholder: impl Fn(&Finding) -> String,
+    ) -> usize {
+        let mut groups: BTreeMap<(bool, &str), Vec<&Finding>> = BTreeMap::new();
+        for f in findings {
+            if !f.finding.span.is_empty() {
+                groups.entry((f.in_key, f.pointer.as_str())).or_default().push(&f.finding);
+            }
+        }
+        let mut count = 0;
+        let mut keys = Vec::new();
+        for ((in_key, ptr), group) in groups {
+            if in_key {
+                keys.push((ptr, group));
+                continue;
+            }
+            if let Some(Value::String(s)) = value.pointer_mut(ptr) {
+                count += redact_string(s, &group, &placeholder);
+            }
+        }
+        // Rename the deepest keys first so that outer pointers stay valid.
+        keys.sort_by_key(|(ptr, _)| std::cmp::Reverse(ptr.matches('/').count()));
+        for (ptr, group) in keys {
+            let Some(slash) = ptr.rfind('/') else { continue };
+            let (parent, key) = (&ptr[..slash], unescape(&ptr[slash + 1..]));
+            let Some(Value::Object(map)) = value.pointer_mut(parent) else { continue };
+            if !map.contains_key(&key) {
+                continue;
+            }
+            let mut new_key = key.clone();
+            let n = redact_string(&mut new_key, &group, &placeholder);
+            if n == 0 {
+                continue;
+            }
+            while map.contains_key(&new_key) && new_key != key {
+                new_key.push('~');
+            }
+            let old = std::mem::take(map);
+            let mut renamed = Map::with_capacity(old.len());
+            for (k, v) in old {
+                if k == key {
+                    renamed.insert(new_key.clone(), v);
+                } else {
+                    renamed.insert(k, v);
+                }
+            }
+            *map = renamed;
+            count += n;
+        }
+        count
+    }
+}
+
+/// Merges overlapping spans and replaces them from the end; returns how many
+/// replacements were made.
+fn redact_string(s: &mut String, group: &[&Finding], placeholder: &impl Fn(&Finding) -> String) -> usize {
+    let mut spans: Vec<(Range<usize>, &Finding)> = group
+        .iter()
+        .filter(|f| f.span.start < s.len())
+        .map(|f| (floor_char_boundary(s, f.span.start)..ceil_char_boundary(s, f.span.end), *f))
+        .filter(|(r, _)| !r.is_empty())
+        .collect();
+    spans.sort_by_key(|(r, _)| (r.start, r.end));
+    let mut merged: Vec<(Range<usize>, &Finding)> = Vec::new();
+    for (r, f) in spans {
+        match merged.last_mut() {
+            Some((m, best)) if r.start < m.end => {
+                m.end = m.end.max(r.end);
+                if f.confidence > best.confidence {
+                    *best = f;
+                }
+            }
+            _ => merged.push((r, f)),
+        }
+    }
+    for (r, f) in merged.iter().rev() {
+        s.replace_range(r.clone(), &placeholder(f));
+    }
+    merged.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    fn engine() -> &'static Engine {
+        static E: OnceLock<Engine> = OnceLock::new();
+        E.get_or_init(|| Engine::new(EngineConfig::default()).unwrap())
+    }
+
+    fn gh() -> String {
+        // Built at run time: no literal token in the source.
+        format!("ghp_{}", "aB3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY2zA4")
+    }
+
+    #[test]
+    fn scan_str_sorted_and_deduplicated() {
+        let text = format!("token {} and mail bob@acme.io", gh());
+        let f = engine().scan_str(&text, Direction::Response);
+        assert!(f.windows(2).all(|w| w[0].span.start <= w[1].span.start));
+        let rules: Vec<_> = f.iter().map(|f| f.rule.as_ref()).collect();
+        assert_eq!(rules, ["github-pat", "email"]);
+    }
+
+    #[test]
+    fn json_pointers_keys_and_redaction() {
+        let t = gh();
+        let mut v = json!({
+            "content": [{"type": "text", "text": format!("here is {t} ok")}],
+            "a/b": {"bob@acme.io": 1},
+            "password": "Zq8#kP2!vX9m",
+            "nested": {"deep": ["x", format!("DELETE FROM users;")]},
+        });
+        let f = engine().scan_json(&v, Direction::Response);
+        let ptrs: Vec<_> = f.iter().map(|f| (f.pointer.as_str(), f.in_key, f.finding.rule.as_ref())).collect();
+        assert!(ptrs.contains(&("/content/0/text", false, "github-pat")), "{ptrs:?}");
+        assert!(ptrs.contains(&("/a~1b/bob@acme.io", true, "email")), "{ptrs:?}");
+        assert!(ptrs.contains(&("/password", false, "secret-json-field")), "{ptrs:?}");
+        assert!(ptrs.contains(&("/nested/deep/1", false, "sql-delete-without-where")), "{ptrs:?}");
+
+        let n = engine().redact_json(&mut v, &f, default_placeholder);
+        assert_eq!(n, f.len());
+        assert_eq!(v["content"][0]["text"], "here is [REDACTED:secret:github-pat] ok");
+        assert_eq!(v["password"], "[REDACTED:secret:secret-json-field]");
+        assert!(v["a/b"].get("[REDACTED:pii:email]").is_some(), "{v}");
+        let again = engine().scan_json(&v, Direction::Response);
+        assert!(again.iter().all(|f| f.finding.category != Category::Secret), "{again:?}");
+    }
+
+    #[test]
+    fn overlapping_spans_merge() {
+        let f = |span: Range<usize>, confidence| Finding {
+            category: Category::Secret,
+            rule: Cow::Borrowed("r"),
+            confidence,
+            span,
+        };
+        let mut v = json!("0123456789é");
+        let findings = vec![
+            JsonFinding { pointer: String::new(), in_key: false, finding: f(1..4, Confidence::Low) },
+            JsonFinding { pointer: String::new(), in_key: false, finding: f(3..6, Confidence::High) },
+            JsonFinding { pointer: String::new(), in_key: false, finding: f(8..11, Confidence::Low) },
+            JsonFinding { pointer: "/missing".into(), in_key: false, finding: f(0..1, Confidence::Low) },
+        ];
+        let n = engine().redact_json(&mut v, &findings, |f| format!("<{:?}>", f.confidence));
+        assert_eq!(n, 2);
+        assert_eq!(v, json!("0<High>67<Low>"));
+    }
+
+    #[test]
+    fn structural_request_checks() {
+        let v = json!({"query": "x", "limit": 500000, "all": true});
+        let f = engine().scan_json(&v, Direction::Request);
+        let rules: Vec<_> = f.iter().map(|f| (f.pointer.as_str(), f.finding.rule.as_ref())).collect();
+        assert_eq!(rules, [("/limit", "huge-page-size"), ("/all", "pagination-bypass")]);
+        assert!(engine().scan_json(&v, Direction::Response).is_empty());
+    }
+
+    #[test]
+    fn benign_json_fields() {
+        let v = json!({
+            "next_page_token": "CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA3NHN6",
+            "token_type": "Bearer",
+            "max_tokens": 4096,
+            "password": "",
+            "secret_name": "prod/db/password",
+            "id": "550e8400-e29b-41d4-a716-446655440000",
+            "sha": "3f786850e387550fdab836ed7e6dc881de23001b",
+        });
+        let f = engine().scan_json(&v, Direction::Response);
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn depth_limit_stops_quietly() {
+        let mut v = json!(format!("{} ", gh()));
+        for _ in 0..200 {
+            v = json!([v]);
+        }
+        assert!(engine().scan_json(&v, Direction::Response).is_empty());
+        let shallow = Engine::new(EngineConfig { max_depth: 500, ..EngineConfig::default() }).unwrap();
+        assert_eq!(shallow.scan_json(&v, Direction::Response).len(), 1);
+    }
+
+    #[test]
+    fn categories_filter() {
+        let e = Engine::new(EngineConfig { categories: vec![Category::Pii], ..EngineConfig::default() }).unwrap();
+        let f = e.scan_str(&format!("{} bob@acme.io", gh()), Direction::Response);
+        assert!(f.iter().all(|f| f.category == Category::Pii) && !f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn custom_patterns_and_extra_scanners() {
+        struct Shout;
+        impl Scanner for Shout {
+            fn name(&self) -> &'static str {
+                "shout"
+            }
+            fn scan(&self, text: &str, _: Direction, out: &mut Vec<Finding>) {
+                if let Some(i) = text.find("IGNORE") {
+                    out.push(Finding {
+                        category: Category::Injection,
+                        rule: Cow::Borrowed("shout"),
+                        confidence: Confidence::Low,
+                        span: i..i + 6,
+                    });
+                }
+                // A broken span is dropped, not trusted.
+                out.push(Finding {
+                    category: Category::Injection,
+                    rule: Cow::Borrowed("bad"),
+                    confidence: Confidence::Low,
+                    span: 0..text.len() + 5,
+                });
+            }
+        }
+        let config = EngineConfig {
+            custom_patterns: vec![CustomPattern {
+                id: "employee-id".into(),
+                category: Category::Pii,
+                pattern: r"\bEMP-[0-9]{6}\b".into(),
+            }],
+            ..EngineConfig::default()
+        };
+        let e = Engine::new(config).unwrap().with_scanner(Box::new(Shout));
+        let f = e.scan_str("EMP-123456 IGNORE", Direction::Response);
+        let rules: Vec<_> = f.iter().map(|f| f.rule.as_ref()).collect();
+        assert_eq!(rules, ["employee-id", "shout"]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn never_panics_and_spans_are_char_boundaries(s in "\\PC{0,400}", d in 0..3u8) {
+            let direction = [Direction::Request, Direction::Response, Direction::Description][d as usize];
+            for f in engine().scan_str(&s, direction) {
+                prop_assert!(f.span.start <= f.span.end && f.span.end <= s.len());
+                prop_assert!(s.is_char_boundary(f.span.start) && s.is_char_boundary(f.span.end));
+            }
+        }
+
+        #[test]
+        fn shaped_inputs(parts in proptest::collection::vec(prop_oneof![
+            Just("key=".to_string()), Just("token: ".to_string()), Just("rm -rf ".to_string()),
+            Just("ghp_".to_string()), Just("é€".to_string()), Just("-----BEGIN PRIVATE KEY-----".to_string()),
+            Just("' or '1'='1".to_string()), Just("4111 1111 1111 1111".to_string()), "[a-zA-Z0-9+/=]{0,40}",
+        ], 0..40)) {
+            let s = parts.concat();
+            let mut v = json!({"k": s.clone(), s.clone(): [s.clone()]});
+            let f = engine().scan_json(&v, Direction::Request);
+            engine().redact_json(&mut v, &f, default_placeholder);
+            for f in engine().scan_str(&s, Direction::Request) {
+                prop_assert!(s.is_char_boundary(f.span.start) && s.is_char_boundary(f.span.end));
+            }
+        }
+    }
+}

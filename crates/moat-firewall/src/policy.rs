@@ -1,0 +1,273 @@
+//! From findings to an action. A policy is an ordered list of rules matched
+//! on (category, rule id, direction); the most specific matching rule wins,
+//! later rules winning ties, so overrides are appended. The decision for a
+//! message is its strongest action: block ▸ approve ▸ redact ▸ log.
+
+use crate::finding::{Category, Direction, Finding};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What happens to a message with a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Nothing (the finding is not even recorded).
+    Allow,
+    /// Recorded in the audit trail; the message passes unchanged.
+    Log,
+    /// The match is replaced in place with a typed placeholder.
+    Redact,
+    /// The call is held until an admin approves it.
+    Approve,
+    /// The upstream is never called, or its result never delivered.
+    Block,
+}
+
+impl Action {
+    /// The config and audit name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Log => "log",
+            Action::Redact => "redact",
+            Action::Approve => "approve",
+            Action::Block => "block",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "allow" => Action::Allow,
+            "log" => Action::Log,
+            "redact" => Action::Redact,
+            "approve" | "require_approval" | "require-approval" => Action::Approve,
+            "block" => Action::Block,
+            _ => return Err(format!("`{s}` is not one of: block, redact, approve, log, allow")),
+        })
+    }
+}
+
+/// Whether decisions are applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Decide and apply.
+    #[default]
+    Enforce,
+    /// Decide and record, change nothing.
+    Shadow,
+    /// Do not scan.
+    Disabled,
+}
+
+impl Mode {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+            Mode::Disabled => "disabled",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "enforce" => Mode::Enforce,
+            "shadow" => Mode::Shadow,
+            "disabled" => Mode::Disabled,
+            _ => return Err(format!("`{s}` is not one of: enforce, shadow, disabled")),
+        })
+    }
+}
+
+/// One policy rule: which findings it matches (unset = any) and the action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    /// Only findings of this category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Only this rule id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Only this direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// What to do.
+    pub action: Action,
+}
+
+impl PolicyRule {
+    fn matches(&self, f: &Finding, direction: Direction) -> bool {
+        self.category.is_none_or(|c| c == f.category)
+            && self.rule.as_deref().is_none_or(|r| r == f.rule)
+            && self.direction.is_none_or(|d| d == direction)
+    }
+
+    /// How specific the rule is: a rule id beats a category, and a
+    /// direction adds to either.
+    fn specificity(&self) -> u8 {
+        (if self.rule.is_some() { 4 } else { 0 })
+            + (if self.category.is_some() { 2 } else { 0 })
+            + u8::from(self.direction.is_some())
+    }
+}
+
+/// A mode and its rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Enforce, shadow or disabled.
+    pub mode: Mode,
+    /// The rules, defaults first; later and more specific ones win.
+    pub rules: Vec<PolicyRule>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::defaults(Mode::Enforce)
+    }
+}
+
+fn rule(category: Category, direction: Option<Direction>, action: Action) -> PolicyRule {
+    PolicyRule { category: Some(category), rule: None, direction, action }
+}
+
+impl Policy {
+    /// The defaults: every finding is logged; secrets and injections in
+    /// responses and descriptions are redacted; destructive commands and
+    /// secrets in requests are blocked; internal and metadata addresses in
+    /// requests are blocked (SSRF); tool abuse in requests needs approval.
+    pub fn defaults(mode: Mode) -> Self {
+        use Action::*;
+        use Category::*;
+        use Direction::*;
+        let rules = vec![
+            PolicyRule { category: None, rule: None, direction: None, action: Log },
+            rule(Secret, Some(Response), Redact),
+            rule(Secret, Some(Description), Redact),
+            rule(Secret, Some(Request), Block),
+            rule(Injection, Some(Response), Redact),
+            rule(Injection, Some(Description), Redact),
+            rule(Destructive, Some(Request), Block),
+            rule(ToolAbuse, Some(Request), Approve),
+            PolicyRule {
+                category: Some(Url),
+                rule: Some("metadata-address".into()),
+                direction: Some(Request),
+                action: Block,
+            },
+            PolicyRule {
+                category: Some(Url),
+                rule: Some("internal-address".into()),
+                direction: Some(Request),
+                action: Block,
+            },
+        ];
+        Self { mode, rules }
+    }
+
+    /// This policy with `more` rules appended (they win over earlier ones of
+    /// equal specificity).
+    pub fn with_rules(mut self, more: impl IntoIterator<Item = PolicyRule>) -> Self {
+        self.rules.extend(more);
+        self
+    }
+
+    /// The action for one finding.
+    pub fn action_for(&self, f: &Finding, direction: Direction) -> Action {
+        let mut best: Option<(u8, Action)> = None;
+        for r in &self.rules {
+            if r.matches(f, direction) {
+                let s = r.specificity();
+                if best.is_none_or(|(b, _)| s >= b) {
+                    best = Some((s, r.action));
+                }
+            }
+        }
+        best.map_or(Action::Allow, |(_, a)| a)
+    }
+
+    /// The decision for a message: each finding's action and the strongest.
+    pub fn decide(&self, findings: &[Finding], direction: Direction) -> Decision {
+        if self.mode == Mode::Disabled {
+            return Decision { action: Action::Allow, actions: Vec::new(), enforced: false };
+        }
+        let actions: Vec<Action> = findings.iter().map(|f| self.action_for(f, direction)).collect();
+        let action = actions.iter().copied().max().unwrap_or(Action::Allow);
+        Decision { action, actions, enforced: self.mode == Mode::Enforce }
+    }
+}
+
+/// What the policy decided for one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The strongest action.
+    pub action: Action,
+    /// Per finding, in order.
+    pub actions: Vec<Action>,
+    /// False in shadow mode: the decision is recorded, not applied.
+    pub enforced: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Confidence;
+
+    fn f(category: Category, rule: &'static str) -> Finding {
+        Finding { category, rule: rule.into(), confidence: Confidence::High, span: 0..1 }
+    }
+
+    #[test]
+    fn defaults_follow_the_issue() {
+        let p = Policy::default();
+        assert_eq!(p.action_for(&f(Category::Secret, "github-pat"), Direction::Response), Action::Redact);
+        assert_eq!(p.action_for(&f(Category::Injection, "instruction-override"), Direction::Response), Action::Redact);
+        assert_eq!(p.action_for(&f(Category::Destructive, "rm-rf"), Direction::Request), Action::Block);
+        assert_eq!(p.action_for(&f(Category::Pii, "email"), Direction::Response), Action::Log);
+        assert_eq!(p.action_for(&f(Category::Url, "metadata-address"), Direction::Request), Action::Block);
+        assert_eq!(p.action_for(&f(Category::Url, "exfil-host"), Direction::Response), Action::Log);
+    }
+
+    #[test]
+    fn specific_and_later_rules_win() {
+        let p = Policy::default().with_rules([
+            PolicyRule { category: Some(Category::Pii), rule: None, direction: None, action: Action::Redact },
+            PolicyRule { category: None, rule: Some("email".into()), direction: None, action: Action::Allow },
+        ]);
+        assert_eq!(p.action_for(&f(Category::Pii, "email"), Direction::Response), Action::Allow);
+        assert_eq!(p.action_for(&f(Category::Pii, "iban"), Direction::Response), Action::Redact);
+        let d = p.decide(&[f(Category::Pii, "iban"), f(Category::Destructive, "rm-rf")], Direction::Request);
+        assert_eq!(d.action, Action::Block);
+        assert!(d.enforced);
+    }
+
+    #[test]
+    fn shadow_decides_without_enforcing_and_disabled_does_nothing() {
+        let findings = [f(Category::Destructive, "rm-rf")];
+        let d = Policy::defaults(Mode::Shadow).decide(&findings, Direction::Request);
+        assert_eq!((d.action, d.enforced), (Action::Block, false));
+        let d = Policy::defaults(Mode::Disabled).decide(&findings, Direction::Request);
+        assert_eq!(d.action, Action::Allow);
+        assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn names_parse() {
+        assert_eq!("require_approval".parse::<Action>().unwrap(), Action::Approve);
+        assert!("drop".parse::<Action>().is_err());
+        assert_eq!("shadow".parse::<Mode>().unwrap(), Mode::Shadow);
+    }
+}
