@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod error;
 pub mod finding;
+pub mod normalize;
 pub mod policy;
 pub mod rules;
 pub mod scanners;
@@ -19,7 +20,17 @@ pub use rules::{CustomPattern, Rule, RuleSet};
 
 /// The engine with every scanner of this crate: the compiled rule set
 /// (secrets, PII, destructive commands, exfiltration, tool abuse) plus the
-/// code scanners registered here. Compiled once per process (about 50 ms).
+/// code scanners for hidden text, prompt injection and URLs, each only when
+/// its category is enabled. Compiled once per process (about 50 ms).
 pub fn standard_engine(config: &EngineConfig) -> Result<Engine, FirewallError> {
-    Engine::new(config.clone())
+    let mut engine = Engine::new(config.clone())?;
+    if engine.enabled(Category::Injection) {
+        engine = engine
+            .with_scanner(Box::new(scanners::unicode::HiddenText::new()))
+            .with_scanner(Box::new(scanners::injection::Injection::new()));
+    }
+    if engine.enabled(Category::Url) {
+        engine = engine.with_scanner(Box::new(scanners::urls::Urls::new()));
+    }
+    Ok(engine)
 }
