@@ -202,8 +202,8 @@ fn main() {
     let rules = RuleSet::builtin().unwrap();
     println!("RuleSet::builtin: {} rules compiled in {:?}", rules.len(), t.elapsed());
     let t = Instant::now();
-    let engine = Engine::new(EngineConfig::default()).unwrap();
-    println!("Engine::new (all categories): {:?}", t.elapsed());
+    let engine = moat_firewall::standard_engine(&EngineConfig::default()).unwrap();
+    println!("standard_engine (all scanners): {:?}", t.elapsed());
 
     assert_linear(&engine);
     latency_4k(&engine);
