@@ -27,6 +27,8 @@ pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 pub const MIN_VALUE_BYTES: usize = 4;
 /// How long an unwrapped DEK is kept in memory.
 const DEK_TTL: Duration = Duration::from_secs(300);
+/// `last_used_at` is written at most this often per credential.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a readiness verdict of the key provider is reused.
 const CHECK_TTL: Duration = Duration::from_secs(5);
 
@@ -167,6 +169,12 @@ impl Binding {
         }
     }
 
+    /// The one credential-less binding, shared (no allocation per call).
+    pub fn shared_none() -> Arc<Binding> {
+        static NONE: std::sync::OnceLock<Arc<Binding>> = std::sync::OnceLock::new();
+        NONE.get_or_init(|| Arc::new(Binding::none())).clone()
+    }
+
     /// True when no stored credential is injected.
     pub fn is_none(&self) -> bool {
         self.used.is_empty()
@@ -286,6 +294,8 @@ pub struct Vault {
     bindings: SecretCache<BindingKey, Arc<Binding>>,
     rotation: tokio::sync::Mutex<()>,
     checked: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Credentials whose `last_used_at` was written in the last minute.
+    touched: SecretCache<CredentialId, ()>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -401,6 +411,7 @@ impl Vault {
             options,
             rotation: tokio::sync::Mutex::new(()),
             checked: Mutex::new(None),
+            touched: SecretCache::new(TOUCH_INTERVAL, 100_000),
         }
     }
 
@@ -500,7 +511,7 @@ impl Vault {
     /// the configured TTL).
     pub async fn resolve(&self, principal: &Principal, server: &ServerRecord) -> Result<Arc<Binding>, CredentialError> {
         if principal.method == moat_core::AuthMethod::Anonymous {
-            return Ok(Arc::new(Binding::none()));
+            return Ok(Binding::shared_none());
         }
         let key = BindingKey {
             tenant: principal.tenant_id.clone(),
@@ -662,7 +673,22 @@ impl Vault {
         Ok(gone)
     }
 
-    /// Records that credentials were used now (throttled in the store).
+    /// The credentials of `used` whose `last_used_at` is due for a write
+    /// (at most once a minute each, so a busy caller costs no database write
+    /// per call); they are marked as written.
+    pub fn due_for_touch<'a>(&self, used: impl IntoIterator<Item = &'a CredentialId>) -> Vec<CredentialId> {
+        let mut due = Vec::new();
+        for id in used {
+            if self.touched.get(id).is_none() {
+                self.touched.insert(id.clone(), ());
+                due.push(id.clone());
+            }
+        }
+        due
+    }
+
+    /// Records that credentials were used now (also throttled in the store,
+    /// across replicas).
     pub async fn touch(&self, tenant: &TenantId, ids: &[CredentialId]) {
         if let Err(e) = self.store.touch_credentials_used(tenant, ids, moat_core::now_ms()).await {
             tracing::warn!(error = %e, "could not record credential use");

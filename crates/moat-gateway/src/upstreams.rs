@@ -205,7 +205,7 @@ impl ServerEntry {
 
     /// The instance of callers with no stored credential for this server.
     pub fn base(self: &Arc<Self>) -> Arc<Instance> {
-        self.instance(Arc::new(Binding::none()))
+        self.instance(Binding::shared_none())
     }
 
     fn new_instance(self: &Arc<Self>, binding: Arc<Binding>) -> Arc<Instance> {
@@ -229,10 +229,6 @@ impl ServerEntry {
         });
         spawn_listener(Arc::downgrade(&inst), inst.upstream.events(), self.notify.clone());
         inst
-    }
-
-    fn all_instances(&self) -> Vec<Arc<Instance>> {
-        self.instances.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Shuts every connection of this server down.
@@ -413,26 +409,23 @@ impl UpstreamPool {
         self.entries.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
-    /// Shuts down the instances holding a credential (changed or deleted):
-    /// the next call resolves again and starts a fresh one.
-    pub fn retire_credential(&self, tenant: &TenantId, credential: &CredentialId) -> usize {
-        self.for_tenant(tenant).iter().map(|e| e.retire(|i| i.binding.uses(credential))).sum()
-    }
-
-    /// Shuts down every credential-holding instance of a tenant.
-    pub fn retire_tenant_bindings(&self, tenant: &TenantId) -> usize {
-        self.for_tenant(tenant).iter().map(|e| e.retire(|i| !i.binding.is_none())).sum()
+    /// Shuts down the instances holding any of these credentials (changed
+    /// or deleted): the next call resolves again and starts a fresh one.
+    pub fn retire_credentials(&self, tenant: &TenantId, credentials: &[CredentialId]) -> usize {
+        if credentials.is_empty() {
+            return 0;
+        }
+        self.all()
+            .iter()
+            .filter(|e| e.record.tenant_id == *tenant)
+            .map(|e| e.retire(|i| credentials.iter().any(|c| i.binding.uses(c))))
+            .sum()
     }
 
     /// Shuts down credential-holding instances idle for longer than `idle`
     /// (the credential-less instance of each server stays).
     pub fn evict_idle(&self, idle: Duration) -> usize {
         self.all().iter().map(|e| e.retire(|i| !i.binding.is_none() && i.idle_for() > idle)).sum()
-    }
-
-    /// How many instances are live (for metrics and tests).
-    pub fn instance_count(&self) -> usize {
-        self.all().iter().map(|e| e.all_instances().len()).sum()
     }
 
     /// One page of a list method, from the cache when fresh. Cached per

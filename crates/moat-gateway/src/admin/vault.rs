@@ -205,7 +205,7 @@ pub(crate) async fn set_credential(
     let actor = a.principal.user_id.to_string();
     let new = NewValue { tier: body.scope, subject, kind: body.kind, target: &target, value: &body.value };
     let (record, created) = app.vault.set(&a.tenant, &server, new, &actor).await?;
-    app.pool.retire_credential(&a.tenant, &record.id);
+    app.pool.retire_credentials(&a.tenant, std::slice::from_ref(&record.id));
     let action = if created { "credential.store" } else { "credential.update" };
     audit(&app, &a, action, format!("credential:{}", record.id), describe(&record)).await;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -372,7 +372,7 @@ pub(crate) async fn delete_credential(
     let a = caller!(app, headers, addr, q);
     let r = find_credential(&app, &a, &id, true).await?;
     let gone = app.vault.delete(&a.tenant, &r.id).await?;
-    app.pool.retire_credential(&a.tenant, &gone.id);
+    app.pool.retire_credentials(&a.tenant, std::slice::from_ref(&gone.id));
     audit(&app, &a, "credential.delete", format!("credential:{}", gone.id), describe(&gone)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -448,6 +448,12 @@ pub(crate) async fn rotate_kek(
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the rotation task failed"))??;
     audit(&app, &a, "kek.rotate", "kek".into(), json!(report)).await;
     Ok(Json(report).into_response())
+}
+
+/// The ids of the credentials matching `filter`: their upstream instances
+/// are stopped after the change that affects them.
+async fn held(app: &App, a: &Admin, filter: CredentialFilter) -> Result<Vec<CredentialId>, ApiError> {
+    Ok(app.store.list_credentials(&a.tenant, &filter).await?.into_iter().map(|c| c.id).collect())
 }
 
 // ---- teams ----------------------------------------------------------------------
@@ -585,14 +591,9 @@ pub(crate) async fn delete_team(
 ) -> ApiResult {
     let a = admin_only!(app, headers, addr, q);
     let team = find_team(&app, &a, &key).await?;
-    let held = app
-        .store
-        .list_credentials(&a.tenant, &CredentialFilter { team_id: Some(team.id.clone()), ..Default::default() })
-        .await?;
+    let held = held(&app, &a, CredentialFilter { team_id: Some(team.id.clone()), ..Default::default() }).await?;
     app.store.delete_team(&a.tenant, &team.id).await?;
-    for c in &held {
-        app.pool.retire_credential(&a.tenant, &c.id);
-    }
+    app.pool.retire_credentials(&a.tenant, &held);
     app.vault.invalidate_tenant(&a.tenant);
     audit(
         &app,
@@ -676,13 +677,8 @@ pub(crate) async fn remove_member(
     if app.store.remove_team_member(&a.tenant, &team.id, &user.id).await? {
         app.vault.invalidate_tenant(&a.tenant);
         // The user's instances may hold the team's credentials: stop them.
-        let held = app
-            .store
-            .list_credentials(&a.tenant, &CredentialFilter { team_id: Some(team.id.clone()), ..Default::default() })
-            .await?;
-        for c in &held {
-            app.pool.retire_credential(&a.tenant, &c.id);
-        }
+        let held = held(&app, &a, CredentialFilter { team_id: Some(team.id.clone()), ..Default::default() }).await?;
+        app.pool.retire_credentials(&a.tenant, &held);
         let meta = json!({ "team": team.name, "user": user.name });
         audit(&app, &a, "team.member.remove", format!("team:{}", team.id), meta).await;
     }
@@ -753,16 +749,11 @@ pub(crate) async fn delete_user(
     if user.role > a.principal.role {
         return Err(forbidden("cannot delete a user above your own role"));
     }
-    let held = app
-        .store
-        .list_credentials(&a.tenant, &CredentialFilter { user_id: Some(user.id.clone()), ..Default::default() })
-        .await?;
+    let held = held(&app, &a, CredentialFilter { user_id: Some(user.id.clone()), ..Default::default() }).await?;
     app.store.delete_user(&a.tenant, &user.id).await?;
     app.auth.invalidate_all();
     app.sessions.end_user(&user.id);
-    for c in &held {
-        app.pool.retire_credential(&a.tenant, &c.id);
-    }
+    app.pool.retire_credentials(&a.tenant, &held);
     app.vault.invalidate_tenant(&a.tenant);
     audit(&app, &a, "user.delete", format!("user:{}", user.id), json!({ "name": user.name })).await;
     Ok(StatusCode::NO_CONTENT.into_response())

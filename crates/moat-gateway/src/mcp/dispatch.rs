@@ -113,9 +113,11 @@ async fn record_use(ctx: &CallCtx, inst: &Instance, method: &str, resource: Opti
     let creds: Vec<Value> = used.iter().map(|(id, tier)| json!({ "id": id, "tier": tier })).collect();
     ev.metadata = json!({ "method": method, "credentials": creds });
     ctx.app.audit.record(ev).await;
-    let (app, tenant) = (ctx.app.clone(), ctx.principal.tenant_id.clone());
-    let ids: Vec<_> = used.iter().map(|(id, _)| id.clone()).collect();
-    tokio::spawn(async move { app.vault.touch(&tenant, &ids).await });
+    let ids = ctx.app.vault.due_for_touch(used.iter().map(|(id, _)| id));
+    if !ids.is_empty() {
+        let (app, tenant) = (ctx.app.clone(), ctx.principal.tenant_id.clone());
+        tokio::spawn(async move { app.vault.touch(&tenant, &ids).await });
+    }
 }
 
 /// Turns an upstream failure into a JSON-RPC error that names the server.
