@@ -22,6 +22,7 @@ pub mod audit;
 pub mod authn;
 pub mod config;
 pub mod credentials;
+pub mod firewall;
 pub mod guard;
 pub mod mcp;
 pub mod ops;

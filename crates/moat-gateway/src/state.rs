@@ -30,6 +30,8 @@ pub struct AppState {
     pub guard: OriginGuard,
     /// The credential vault (key provider, resolution, rotation).
     pub vault: crate::credentials::Vault,
+    /// The firewall: scanning, policy, approvals, description pins.
+    pub firewall: Arc<crate::firewall::Firewall>,
     /// Cancelled on shutdown: long-lived streams end, new work is refused.
     pub shutdown: CancellationToken,
 }

@@ -44,3 +44,15 @@ pub fn http_request(route: &'static str, method: &str, status: u16, seconds: f64
     metrics::counter!("moat_http_requests_total", &labels).increment(1);
     metrics::histogram!("moat_http_request_duration_seconds", &labels[..2]).record(seconds);
 }
+
+/// Records one firewall finding and the action decided for it.
+pub fn firewall_finding(category: &'static str, action: &'static str, direction: &'static str, mode: &'static str) {
+    metrics::counter!(
+        "moat_firewall_findings_total",
+        "category" => category,
+        "action" => action,
+        "direction" => direction,
+        "mode" => mode
+    )
+    .increment(1);
+}

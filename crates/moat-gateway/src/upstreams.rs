@@ -11,6 +11,7 @@
 
 use crate::config::GatewayConfig;
 use crate::credentials::Binding;
+use futures::future::BoxFuture;
 use moat_core::{CredentialId, ServerId, TenantId};
 use moat_mcp::Message;
 use moat_mcp::client::{
@@ -22,7 +23,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -44,6 +45,17 @@ pub struct ServerNotification {
 
 type ListKey = (bool, &'static str, Option<String>);
 
+/// Inspects what upstreams send before it is cached or fanned out: the
+/// firewall, installed once at start ([`UpstreamPool::set_filter`]).
+pub trait UpstreamFilter: Send + Sync {
+    /// Sanitises one page of a list method before it is cached.
+    fn list<'a>(&'a self, server: &'a ServerRecord, method: &'static str, page: &'a mut Value) -> BoxFuture<'a, ()>;
+    /// Inspects a server notification; `false` drops it.
+    fn notification<'a>(&'a self, server: &'a ServerRecord, msg: &'a mut Message) -> BoxFuture<'a, bool>;
+}
+
+type FilterSlot = Arc<OnceLock<Arc<dyn UpstreamFilter>>>;
+
 /// One registered server: its record and its live instances, one per
 /// credential binding in use.
 pub struct ServerEntry {
@@ -52,6 +64,7 @@ pub struct ServerEntry {
     spec: UpstreamSpec,
     options: UpstreamOptions,
     notify: broadcast::Sender<ServerNotification>,
+    filter: FilterSlot,
     instances: Mutex<HashMap<Arc<str>, Arc<Instance>>>,
 }
 
@@ -120,7 +133,7 @@ impl Instance {
         let options = UpstreamOptions { era: EraPreference::Legacy, ..self.options.clone() };
         let u = Upstream::new(&self.name, self.spec.clone(), options);
         if let Some(server) = self.server.upgrade() {
-            spawn_listener(Arc::downgrade(self), u.events(), server.notify.clone());
+            spawn_listener(Arc::downgrade(self), u.events(), server.notify.clone(), server.filter.clone());
         }
         *slot = Some(u.clone());
         Ok(u)
@@ -227,7 +240,7 @@ impl ServerEntry {
             unhealthy_until: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
         });
-        spawn_listener(Arc::downgrade(&inst), inst.upstream.events(), self.notify.clone());
+        spawn_listener(Arc::downgrade(&inst), inst.upstream.events(), self.notify.clone(), self.filter.clone());
         inst
     }
 
@@ -278,6 +291,7 @@ pub struct UpstreamPool {
     options: UpstreamOptions,
     list_ttl: Duration,
     notify: broadcast::Sender<ServerNotification>,
+    filter: FilterSlot,
 }
 
 /// Why a server record cannot become an upstream.
@@ -332,7 +346,29 @@ impl UpstreamPool {
             ..UpstreamOptions::default()
         };
         let (notify, _) = broadcast::channel(1024);
-        Self { entries: RwLock::new(HashMap::new()), options, list_ttl: cfg.list_cache_ttl, notify }
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            options,
+            list_ttl: cfg.list_cache_ttl,
+            notify,
+            filter: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Installs the filter every list page and notification passes through
+    /// (once; later calls are ignored).
+    pub fn set_filter(&self, filter: Arc<dyn UpstreamFilter>) {
+        let _ = self.filter.set(filter);
+    }
+
+    /// Drops the cached lists of one server's instances (after a change of
+    /// what the filter lets through).
+    pub fn clear_lists(&self, tenant: &TenantId, server: &str) {
+        if let Some(e) = self.entries.read().ok().and_then(|m| m.get(&(tenant.clone(), server.to_owned())).cloned())
+            && let Ok(map) = e.instances.lock()
+        {
+            map.values().for_each(|i| i.clear_all_lists());
+        }
     }
 
     /// Notifications from every upstream.
@@ -349,6 +385,7 @@ impl UpstreamPool {
             spec,
             options: self.options.clone(),
             notify: self.notify.clone(),
+            filter: self.filter.clone(),
             instances: Mutex::new(HashMap::new()),
         });
         let key = (entry.record.tenant_id.clone(), entry.record.name.clone());
@@ -458,7 +495,10 @@ impl UpstreamPool {
                 | UpstreamError::Protocol(_)
                 | UpstreamError::Closed)
         ));
-        let value = result?;
+        let mut value = result?;
+        if let (Some(filter), Some(server)) = (self.filter.get(), entry.server.upgrade()) {
+            filter.list(&server.record, method, &mut value).await;
+        }
         if let Ok(mut lists) = entry.lists.lock() {
             lists.insert(key, (value.clone(), Instant::now()));
         }
@@ -476,6 +516,7 @@ fn spawn_listener(
     entry: Weak<Instance>,
     mut events: broadcast::Receiver<UpstreamEvent>,
     notify: broadcast::Sender<ServerNotification>,
+    filter: FilterSlot,
 ) {
     tokio::spawn(async move {
         loop {
@@ -501,8 +542,13 @@ fn spawn_listener(
                 });
             };
             match event {
-                UpstreamEvent::Notification(msg) => {
+                UpstreamEvent::Notification(mut msg) => {
                     e.clear_lists(invalidated_by(msg.method_str()));
+                    if let Some(f) = filter.get()
+                        && !f.notification(&server.record, &mut msg).await
+                    {
+                        continue;
+                    }
                     send(msg);
                 }
                 UpstreamEvent::Restarted | UpstreamEvent::SessionReestablished => {

@@ -12,7 +12,9 @@
 //! adds methods to it: [`tenants`], [`users`], [`teams`] (groups of users),
 //! [`keys`] (API keys), [`servers`] (upstream registrations),
 //! [`tenant_keys`] (each tenant's versioned data keys, wrapped),
-//! [`credentials`] (the vault's sealed upstream credentials) and [`audit`].
+//! [`credentials`] (the vault's sealed upstream credentials), [`firewall`]
+//! (approvals, description pins, a tenant's overrides and patterns) and
+//! [`audit`].
 //! Queries are written once in portable SQL (`$n` placeholders, `TEXT` ids,
 //! `BIGINT` unix milliseconds, JSON as `TEXT`, bytes as `BLOB`/`BYTEA` read
 //! as `Vec<u8>`); only the migrations differ per backend
@@ -60,12 +62,14 @@
 //! owner, opened with [`Store::connect_with`] and `StoreOptions { migrate:
 //! false, .. }`. That role needs `USAGE` on the schema and `SELECT, INSERT,
 //! UPDATE, DELETE` on `tenants`, `users`, `api_keys`, `servers`, `teams`,
-//! `team_members`, `tenant_keys` and `credentials`, and `SELECT, INSERT` on
+//! `team_members`, `tenant_keys`, `credentials`, `approvals`, `tool_pins`,
+//! `firewall_policies` and `firewall_patterns`, and `SELECT, INSERT` on
 //! `audit_events`. (With `FORCE`, even a deployment that serves as the owner
 //! keeps the policies; only a superuser loses them.) Migration `0002`, which
 //! adds the last four tables, grants them to every role that already may
 //! `DELETE` from `servers`, so an upgraded deployment's application role
-//! keeps working; a fresh deployment grants after migrating.
+//! keeps working (`0003` does the same for the firewall's four tables); a
+//! fresh deployment grants after migrating.
 //!
 //! # Credentials
 //!
@@ -89,6 +93,7 @@
 pub mod audit;
 pub mod credentials;
 mod error;
+pub mod firewall;
 pub mod keys;
 pub mod servers;
 mod store;
@@ -100,6 +105,9 @@ pub mod users;
 pub use audit::{AuditEvent, AuditQuery, AuditResult, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, NewAuditEvent};
 pub use credentials::{CredentialFilter, CredentialRecord, NewCredential, SealedCredential, credential_slot};
 pub use error::StoreError;
+pub use firewall::{
+    ApprovalKind, ApprovalRecord, ApprovalStatus, FirewallPatternRecord, FirewallPolicyRecord, NewApproval, ToolPin,
+};
 pub use keys::{ApiKeyRecord, AuthKeyRecord, NewApiKey};
 pub use servers::{NewServer, ServerRecord, ServerSource, Transport};
 pub use store::{Backend, ParseError, Store, StoreOptions};

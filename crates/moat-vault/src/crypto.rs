@@ -213,3 +213,14 @@ pub fn open(dek: &Dek, ctx: &RecordContext<'_>, sealed: &[u8]) -> Result<SecretS
 
 #[cfg(test)]
 mod tests;
+
+/// SHA-256 of `bytes` as lowercase hex: a fingerprint for change detection
+/// (tool descriptions), not a secret-dependent value.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    d.as_ref().iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -30,6 +30,7 @@
 //! | `firewall.mode` | `MOAT_FIREWALL_MODE` | |
 //! | `firewall.approval_timeout_s` | `MOAT_FIREWALL_APPROVAL_TIMEOUT_S` | |
 //! | `firewall.max_description_bytes` | `MOAT_FIREWALL_MAX_DESCRIPTION_BYTES` | |
+//! | `firewall.rug_pull` (`hide` or `flag`) | `MOAT_FIREWALL_RUG_PULL` | |
 //! | `[[firewall.rules]]` (category, rule, direction, action) | | |
 //! | `upstream.call_timeout_ms` | `MOAT_UPSTREAM_CALL_TIMEOUT_MS` | |
 //! | `upstream.max_concurrency` | `MOAT_UPSTREAM_MAX_CONCURRENCY` | |
@@ -105,6 +106,7 @@ struct RawFirewall {
     mode: Option<String>,
     approval_timeout_s: Option<u64>,
     max_description_bytes: Option<u64>,
+    rug_pull: Option<String>,
     #[serde(default)]
     rules: Vec<RawFirewallRule>,
 }
@@ -219,6 +221,9 @@ pub struct Config {
     pub approval_timeout: Duration,
     /// Longest tool, resource or prompt description passed on.
     pub max_description_bytes: usize,
+    /// A tool whose description changed after approval: hidden until
+    /// re-approved (`true`, the default) or only flagged.
+    pub hide_changed_tools: bool,
     /// Per-call upstream deadline.
     pub call_timeout: Duration,
     /// Calls in flight per upstream.
@@ -567,6 +572,14 @@ fn validate(
         .unwrap_or(4096),
     )
     .unwrap_or(4096);
+    let hide_changed_tools = match pick(raw.firewall.rug_pull, "MOAT_FIREWALL_RUG_PULL", None, "") {
+        None => true,
+        Some((v, src)) => match v.as_str() {
+            "hide" => true,
+            "flag" => false,
+            _ => return Err(ConfigError::new(src, "firewall.rug_pull", format!("`{v}` is not one of: hide, flag"))),
+        },
+    };
     let call_timeout = Duration::from_millis(
         number(raw.upstream.call_timeout_ms, "MOAT_UPSTREAM_CALL_TIMEOUT_MS", "upstream.call_timeout_ms", 100)?
             .unwrap_or(60_000),
@@ -677,6 +690,7 @@ fn validate(
         firewall_policy,
         approval_timeout,
         max_description_bytes,
+        hide_changed_tools,
         call_timeout,
         upstream_max_concurrency,
         session_idle_timeout,

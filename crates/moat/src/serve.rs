@@ -214,6 +214,24 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
     let (audit, audit_writer) = AuditSink::start(store.clone());
     let auth = Authenticator::new(store.clone(), audit.clone(), gw.key_cache_ttl).context("starting authentication")?;
     let pool = UpstreamPool::new(&gw);
+    let firewall = Arc::new(
+        moat_gateway::firewall::Firewall::new(
+            moat_gateway::firewall::FirewallOptions {
+                policy: cfg.firewall_policy.clone(),
+                approval_timeout: cfg.approval_timeout,
+                max_description_bytes: cfg.max_description_bytes,
+                changed_tools: if cfg.hide_changed_tools {
+                    moat_gateway::firewall::ChangedTools::Hide
+                } else {
+                    moat_gateway::firewall::ChangedTools::Flag
+                },
+            },
+            store.clone(),
+            audit.clone(),
+        )
+        .context("starting the firewall")?,
+    );
+    pool.set_filter(firewall.clone());
     for record in store.list_all_servers().await? {
         let name = record.name.clone();
         match pool.install(record) {
@@ -251,6 +269,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
                 ..VaultOptions::default()
             },
         ),
+        firewall,
         shutdown: shutdown.clone(),
     });
     // A key rotation cut short (a crash, a kill) is finished now, in the
@@ -274,6 +293,11 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
             tick.tick().await;
             sweeper.sessions.sweep();
             sweeper.parking.sweep();
+            match sweeper.store.expire_approvals_cross_tenant(moat_core::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "approvals expired unanswered"),
+                Err(e) => tracing::warn!(error = %e, "cannot expire approvals"),
+            }
             let evicted = sweeper.pool.evict_idle(idle_instances);
             if evicted > 0 {
                 tracing::info!(evicted, "stopped idle upstream instances holding credentials");

@@ -6,11 +6,13 @@
 use super::mrtr;
 use super::names::{self, list_key};
 use crate::authn::RequestMeta;
+use crate::firewall::{self, Subject};
 use crate::state::App;
 use crate::telemetry;
 use crate::upstreams::{Instance, ServerEntry, list_method};
 use base64::Engine as _;
 use moat_core::Principal;
+use moat_firewall::{Action, Direction};
 use moat_mcp::client::{CallContext, ServerRequest, UpstreamError};
 use moat_mcp::jsonrpc::code;
 use moat_mcp::{ErrorObject, Message, protocol};
@@ -340,13 +342,33 @@ fn needed_capability(method: &str) -> Option<&'static str> {
 
 /// Relays the upstream's server-to-client requests of one call to the
 /// downstream client of a legacy session, on the call's own stream.
-fn relay_server_requests(ctx: &CallCtx) -> Option<mpsc::Sender<ServerRequest>> {
+fn relay_server_requests(ctx: &CallCtx, server: &str) -> Option<mpsc::Sender<ServerRequest>> {
     let (session, out) = (ctx.session.clone()?, ctx.notify.clone()?);
     let caps = ctx.client_caps.clone().unwrap_or(Value::Null);
     let timeout = ctx.app.cfg.call_timeout;
+    let (app, principal, server) = (ctx.app.clone(), ctx.principal.clone(), server.to_owned());
     let (tx, mut rx) = mpsc::channel::<ServerRequest>(8);
     tokio::spawn(async move {
-        while let Some(req) = rx.recv().await {
+        while let Some(mut req) = rx.recv().await {
+            // What the upstream asks of the client (sampling prompts,
+            // elicitation messages) is upstream content: scanned alike.
+            if let Some(p) = req.params.as_mut() {
+                let s = Subject {
+                    tenant: &principal.tenant_id,
+                    principal: Some(&principal),
+                    server: &server,
+                    tool: None,
+                    method: &req.method,
+                    request_id: None,
+                    source_addr: None,
+                };
+                let verdict = app.firewall.inspect(&s, p, Direction::Response).await;
+                if verdict.enforced() >= Action::Approve {
+                    let message = firewall::blocked_response(&s, &verdict);
+                    let _ = req.reply.send(Err(err(code::FORBIDDEN, message)));
+                    continue;
+                }
+            }
             if let Some(cap) = needed_capability(&req.method)
                 && caps.get(cap).is_none()
             {
@@ -460,25 +482,166 @@ fn unprefix(target: &Target, params: &mut Value) -> Result<(String, String), Err
     Ok((server, inner))
 }
 
+/// The tool, prompt or resource a call addresses (unprefixed).
+fn addressed(method: &str, params: Option<&Value>) -> Option<String> {
+    let p = params?;
+    let v = match method {
+        "tools/call" | "prompts/get" => p.get("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => p.get("uri"),
+        "completion/complete" => p.get("ref").and_then(|r| r.get("name").or_else(|| r.get("uri"))),
+        _ => None,
+    };
+    v.and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The pin kind of the item a call addresses (for hidden-item checks).
+fn pin_kind(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" => Some("tool"),
+        "prompts/get" => Some("prompt"),
+        "resources/read" => Some("resource"),
+        _ => None,
+    }
+}
+
+/// The part of a request the firewall scans: what the caller supplies to
+/// the tool, prompt or resource (not the name that routes it, nor `_meta`).
+fn scanned_request_part<'a>(method: &str, params: &'a mut Value) -> Option<&'a mut Value> {
+    match method {
+        "tools/call" | "prompts/get" => params.get_mut("arguments"),
+        "resources/read" => params.get_mut("uri"),
+        "completion/complete" => params.get_mut("argument"),
+        _ => None,
+    }
+}
+
+fn subject<'a>(ctx: &'a CallCtx, server: &'a str, method: &'a str, tool: Option<&'a str>) -> Subject<'a> {
+    Subject {
+        tenant: &ctx.principal.tenant_id,
+        principal: Some(&ctx.principal),
+        server,
+        tool,
+        method,
+        request_id: ctx.meta.request_id.as_deref(),
+        source_addr: ctx.meta.source_addr.as_deref(),
+    }
+}
+
+/// Sends "held for approval" to the client as progress, when it asked for progress.
+async fn announce_hold(ctx: &CallCtx, token: Option<&Value>, notice: String) {
+    if let (Some(out), Some(token)) = (&ctx.notify, token) {
+        let n = json!({ "progressToken": token, "progress": 0, "message": notice });
+        let _ = out.send(Message::notification("notifications/progress", Some(n))).await;
+    }
+}
+
+/// Applies a verdict's block or approval; `Ok` lets the message go on.
+async fn enforce_verdict(
+    ctx: &CallCtx,
+    entry: &ServerEntry,
+    s: &Subject<'_>,
+    verdict: &firewall::Verdict,
+    direction: Direction,
+    progress_token: Option<&Value>,
+) -> Result<(), ErrorObject> {
+    let refusal =
+        |message: String| err(code::FORBIDDEN, message).with_data(firewall::refusal_data(s, verdict, direction));
+    match verdict.enforced() {
+        Action::Block => Err(refusal(match direction {
+            Direction::Request => firewall::blocked_request(s, verdict),
+            _ => firewall::blocked_response(s, verdict),
+        })),
+        Action::Approve => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let held = ctx.app.firewall.hold(s, &entry.record.id, verdict, |id| {
+                let _ = tx.send(firewall::held_notice(s, id));
+            });
+            let announce = async {
+                if let Ok(notice) = rx.await {
+                    announce_hold(ctx, progress_token, notice).await;
+                }
+            };
+            let (outcome, ()) = tokio::join!(held, announce);
+            outcome.map(|_| ()).map_err(refusal)
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn forward(
     ctx: &CallCtx,
     entry: Arc<ServerEntry>,
     method: &str,
-    params: Option<Value>,
+    mut params: Option<Value>,
     resource: Option<String>,
 ) -> Routed {
-    let inst = match ctx.instance(&entry).await {
-        Ok(i) => i,
-        Err(e) => return Err((e, resource)),
-    };
-    record_use(ctx, &inst, method, resource.as_deref()).await;
+    let tool = addressed(method, params.as_ref());
+    let s = subject(ctx, entry.name(), method, tool.as_deref());
+    let fw = &ctx.app.firewall;
+    if let (Some(kind), Some(name)) = (pin_kind(method), tool.as_deref())
+        && fw.is_hidden(&ctx.principal.tenant_id, &entry.record.id, kind, name).await
+    {
+        let message = format!(
+            "moat firewall: {kind} `{name}` of server `{}` changed its description after it was approved and is \
+             hidden until an admin re-approves it (`moat approval list`)",
+            entry.name()
+        );
+        return Err((err(code::FORBIDDEN, message).with_data(json!({ "server": entry.name(), kind: name })), resource));
+    }
+    let token = params.as_ref().and_then(|p| p.get("_meta")).and_then(|m| m.get("progressToken")).cloned();
+    if let Some(part) = params.as_mut().and_then(|p| scanned_request_part(method, p)) {
+        let verdict = fw.inspect(&s, part, Direction::Request).await;
+        if let Err(e) = enforce_verdict(ctx, &entry, &s, &verdict, Direction::Request, token.as_ref()).await {
+            return Err((e, resource));
+        }
+    }
+    match call_upstream(ctx, &entry, &s, method, params, resource.as_deref()).await {
+        Ok(mut v) => {
+            let verdict = fw.inspect(&s, &mut v, Direction::Response).await;
+            match enforce_verdict(ctx, &entry, &s, &verdict, Direction::Response, token.as_ref()).await {
+                Ok(()) => Ok((v, resource)),
+                Err(e) => Err((e, resource)),
+            }
+        }
+        Err(mut e) => {
+            // An upstream's error travels to the client too: scanned alike.
+            let mut text = Value::String(std::mem::take(&mut e.message));
+            let verdict = fw.inspect(&s, &mut text, Direction::Response).await;
+            e.message = match text {
+                Value::String(m) => m,
+                _ => String::new(),
+            };
+            if let Some(data) = e.data.as_mut() {
+                let v2 = fw.inspect(&s, data, Direction::Response).await;
+                if v2.enforced() >= Action::Approve {
+                    e.data = None;
+                }
+            }
+            if verdict.enforced() >= Action::Approve {
+                e.message = firewall::blocked_response(&s, &verdict);
+            }
+            Err((e, resource))
+        }
+    }
+}
+
+/// Calls the upstream (directly or through the MRTR bridge), relaying the
+/// call's progress and log notifications through the firewall.
+async fn call_upstream(
+    ctx: &CallCtx,
+    entry: &Arc<ServerEntry>,
+    s: &Subject<'_>,
+    method: &str,
+    params: Option<Value>,
+    resource: Option<&str>,
+) -> Result<Value, ErrorObject> {
+    let inst = ctx.instance(entry).await?;
+    record_use(ctx, &inst, method, resource).await;
+    let fail = |e| upstream_error(entry.name(), method, e, ctx.app.cfg.call_timeout);
     if ctx.modern && mrtr::supports_input_required(method) {
         match bridged(ctx, &inst, method, params.as_ref()).await {
-            Some(Ok(Ok(v))) => return Ok((v, resource)),
-            Some(Ok(Err(e))) => {
-                return Err((upstream_error(entry.name(), method, e, ctx.app.cfg.call_timeout), resource));
-            }
-            Some(Err(e)) => return Err((e, resource)),
+            Some(Ok(r)) => return r.map_err(fail),
+            Some(Err(e)) => return Err(e),
             None => {}
         }
     }
@@ -486,13 +649,27 @@ async fn forward(
         Some(downstream) => {
             let (tx, mut rx) = mpsc::channel::<Value>(64);
             let downstream = downstream.clone();
+            let (app, tenant, principal) = (ctx.app.clone(), ctx.principal.tenant_id.clone(), ctx.principal.clone());
+            let (server, tool) = (entry.name().to_owned(), s.tool.map(str::to_owned));
             let relay = tokio::spawn(async move {
-                while let Some(params) = rx.recv().await {
+                while let Some(mut params) = rx.recv().await {
                     let method = if params.get("progressToken").is_some() {
                         "notifications/progress"
                     } else {
                         "notifications/message"
                     };
+                    let s = Subject {
+                        tenant: &tenant,
+                        principal: Some(&principal),
+                        server: &server,
+                        tool: tool.as_deref(),
+                        method,
+                        request_id: None,
+                        source_addr: None,
+                    };
+                    if app.firewall.inspect(&s, &mut params, Direction::Response).await.enforced() >= Action::Approve {
+                        continue;
+                    }
                     if downstream.send(Message::notification(method, Some(params))).await.is_err() {
                         break;
                     }
@@ -503,7 +680,7 @@ async fn forward(
         None => (None, None),
     };
     let mut call = call_context(ctx, progress_tx);
-    call.server_requests = relay_server_requests(ctx);
+    call.server_requests = relay_server_requests(ctx, entry.name());
     let result = match inst.upstream_for(ctx.modern).await {
         Ok(upstream) => upstream.request(method, params, call).await,
         Err(e) => Err(e),
@@ -512,10 +689,7 @@ async fn forward(
         // The sender side is gone with the call: the relay drains and ends.
         let _ = relay.await;
     }
-    match result {
-        Ok(v) => Ok((v, resource)),
-        Err(e) => Err((upstream_error(entry.name(), method, e, ctx.app.cfg.call_timeout), resource)),
-    }
+    result.map_err(fail)
 }
 
 /// Serves a modern call through the MRTR bridge when it resumes a parked

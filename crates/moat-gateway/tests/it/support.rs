@@ -174,6 +174,10 @@ impl Gw {
         let (audit, _writer) = AuditSink::start(store.clone());
         let auth = Authenticator::new(store.clone(), audit.clone(), gw.key_cache_ttl).expect("authenticator");
         let pool = UpstreamPool::new(&gw);
+        let firewall = Arc::new(
+            moat_gateway::firewall::Firewall::new(Default::default(), store.clone(), audit.clone()).expect("firewall"),
+        );
+        pool.set_filter(firewall.clone());
         let _ = moat_gateway::telemetry::metrics_handle();
         let state = Arc::new(AppState {
             guard: OriginGuard::new(&gw),
@@ -192,6 +196,7 @@ impl Gw {
                 store.clone(),
                 Default::default(),
             ),
+            firewall,
             shutdown: CancellationToken::new(),
         });
         let app = moat_gateway::router(state.clone());

@@ -72,7 +72,8 @@ where
             sqlx::raw_sql(&format!(
                 "GRANT USAGE ON SCHEMA public TO {role}; \
                  GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, users, api_keys, servers, \
-                 teams, team_members, tenant_keys, credentials TO {role}; \
+                 teams, team_members, tenant_keys, credentials, approvals, tool_pins, \
+                 firewall_policies, firewall_patterns TO {role}; \
                  GRANT SELECT, INSERT ON audit_events TO {role};"
             ))
             .execute(&raw)

@@ -10,6 +10,7 @@
 
 mod audit;
 mod credentials;
+mod firewall;
 mod harness;
 mod keys;
 mod migrations;
@@ -51,6 +52,7 @@ on_both_backends! {
     migrations: [idempotent],
     teams: [crud_and_membership, isolation],
     tenant_keys: [lifecycle, cross_tenant_listing_and_isolation, bytes_round_trip],
+    firewall: [approvals, pins, policies_and_patterns, isolation],
     credentials: [crud, unique_slot_per_scope, shape_checks, cascades, candidates_for_call, rotation, last_used, isolation],
 }
 

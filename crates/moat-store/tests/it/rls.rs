@@ -54,8 +54,20 @@ pub async fn policies(ctx: Ctx) {
     assert!(!superuser && !bypass && !owns);
 
     // No tenant set: no rows in any tenant-owned table.
-    for table in ["users", "api_keys", "servers", "audit_events", "teams", "team_members", "tenant_keys", "credentials"]
-    {
+    for table in [
+        "users",
+        "api_keys",
+        "servers",
+        "audit_events",
+        "teams",
+        "team_members",
+        "tenant_keys",
+        "credentials",
+        "approvals",
+        "tool_pins",
+        "firewall_policies",
+        "firewall_patterns",
+    ] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&app).await.unwrap();
         assert_eq!(n, 0, "{table} without app.tenant_id");
     }
