@@ -54,6 +54,7 @@ WHEELS = {
 }
 
 OWN = "own"
+GIT_AUTHOR_DOMAIN = "initech-dev.io"
 OWN_LICENCE = "Apache-2.0 (this repository)"
 
 # ---------------------------------------------------------------------------
@@ -698,11 +699,18 @@ def build_benign_secret_lookalikes() -> None:
                 lambda: f"{ts()} INFO token refresh scheduled in {R.randint(60, 3600)}s for client {uuid4()}",
             ])())
         add("benign", "response", "\n".join(lines), set_="logs")
+    # `git log` output names each author with an e-mail address, and an
+    # author's address is personal data: these samples are PII positives,
+    # not benign (the benign git samples are the diffs below and the
+    # e-mail-free logs of build_benign_git_oneline).
     for _ in range(20):
-        commits = [f"commit {sha1()}\nAuthor: {pick(FIRST).title()} <noreply@github.com>\nDate:   {ts()}\n\n"
-                   f"    {pick(['Fix', 'Add', 'Refactor', 'Bump', 'Revert'])} {pick(WORDS)} {pick(SERVICES)}\n"
-                   for _ in range(R.randint(2, 5))]
-        add("benign", "response", "\n".join(commits), set_="git")
+        commits = []
+        for _ in range(R.randint(2, 5)):
+            sha, first = sha1(), pick(FIRST)  # the draw order of the original benign samples
+            commits.append(f"commit {sha}\nAuthor: {first.title()} <{first.lower()}@{GIT_AUTHOR_DOMAIN}>\n"
+                           f"Date:   {ts()}\n\n"
+                           f"    {pick(['Fix', 'Add', 'Refactor', 'Bump', 'Revert'])} {pick(WORDS)} {pick(SERVICES)}\n")
+        add("pii", "response", "\n".join(commits), rules=["email"], set_="git-log")
     for _ in range(15):
         diff = (f"diff --git a/src/{pick(WORDS)}.rs b/src/{pick(WORDS)}.rs\nindex {rs(HEX, 7)}..{rs(HEX, 7)} 100644\n"
                 f"--- a/src/x.rs\n+++ b/src/x.rs\n@@ -1,4 +1,4 @@\n-const CHECKSUM: &str = \"{rs(HEX, 64)}\";\n"
@@ -932,7 +940,9 @@ def build_benign_pii_lookalikes() -> None:
                 for _ in range(5)]
         nums = []
         for r in rows:
-            if r.isdigit() and r[0] in "3456" and luhn_digit(r[:-1]) == r[-1]:
+            # Any Luhn-valid run could be a card number (Mastercard's 2-series
+            # starts with 2): break the check digit of every one.
+            if r.isdigit() and luhn_digit(r[:-1]) == r[-1]:
                 r = r[:-1] + str((int(r[-1]) + 1) % 10)
             nums.append(r)
         add("benign", "response", "Invoices: " + ", ".join(nums) + f"\nepoch_ms={R.randint(1_700_000_000_000, 1_800_000_000_000)}",
@@ -1626,7 +1636,11 @@ def build_benign_text() -> None:
         if R.random() < 0.5:
             parts.append(pick(EMAIL_BODIES).format(t=R.randint(1000, 99999)))
         parts.append(pick(EMAIL_CLOSERS).format(n=pick(FIRST).title()))
-        mail = {"from": f"{n.lower()}@{pick(DOMAINS)}", "subject": pick(["Re: update", "Fwd: invoice", "Correction",
+        # A sender's real address is personal data: benign mail comes from
+        # the reserved example.com namespace (RFC 2606), one subdomain per
+        # organisation.
+        org = pick(DOMAINS).split(".")[0]
+        mail = {"from": f"{n.lower()}@{org}.example.com", "subject": pick(["Re: update", "Fwd: invoice", "Correction",
                                                                           "Meeting", "Re: Re: schedule"]),
                 "body": "\n\n".join(parts)}
         if R.random() < 0.5:
@@ -1726,6 +1740,17 @@ def _utf16(c: str) -> list[int]:
     return [int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b), 2)]
 
 
+def build_benign_git_oneline() -> None:
+    """Git history without author addresses (`git log --format='%h %ad %s'`).
+
+    Built last so that the random stream of every earlier sample is unchanged.
+    """
+    for _ in range(20):
+        lines = [f"{rs(HEX, 7)} {ts()[:10]} {pick(['Fix', 'Add', 'Refactor', 'Bump', 'Revert'])} {pick(WORDS)} "
+                 f"{pick(SERVICES)}" for _ in range(R.randint(3, 8))]
+        add("benign", "response", "\n".join(lines), set_="git")
+
+
 def render() -> str:
     global R
     R = random.Random(SEED)
@@ -1749,6 +1774,7 @@ def render() -> str:
     build_benign_pii_lookalikes()
     build_benign_unicode()
     build_benign_text()
+    build_benign_git_oneline()
     lines = []
     for s in SAMPLES:
         esc = s.pop("_escape_all")

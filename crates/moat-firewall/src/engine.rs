@@ -6,9 +6,12 @@
 //! scanning is `&self`, allocation-light and linear in the input.
 
 use crate::error::FirewallError;
-use crate::finding::{Category, Confidence, Direction, Finding, Scanner};
-use crate::rules::{self, CustomPattern, RuleSet, RuleSetOptions, ceil_char_boundary, floor_char_boundary};
+use crate::finding::{Category, Confidence, Direction, Finding, LiteralHit, Scanner};
+use crate::normalize::Prepared;
+use crate::rules::{self, CustomPattern, KeywordHit, RuleSet, RuleSetOptions, ceil_char_boundary, floor_char_boundary};
 use crate::scanners::exfil;
+use crate::scanners::secrets::names_non_credential;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -67,8 +70,75 @@ pub struct JsonFinding {
 pub struct Engine {
     rules: RuleSet,
     scanners: Vec<Box<dyn Scanner>>,
+    /// One automaton over the rule keywords and the scanners' literals.
+    triage: Option<Triage>,
     enabled: u8,
     max_depth: usize,
+}
+
+/// Who wants the occurrences of one triage pattern.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// A keyword of the rule set.
+    Keyword(u32),
+    /// Literal `literal` of scanner `scanner`.
+    Literal { scanner: u32, literal: u32 },
+}
+
+/// The shared keyword pass: every keyword of the rule set and every literal
+/// of the extra scanners in one ASCII case-insensitive automaton, run once
+/// per string; each occurrence goes to the rules and scanners that asked for
+/// it.
+struct Triage {
+    automaton: AhoCorasick,
+    /// Per automaton pattern.
+    targets: Vec<Vec<Target>>,
+}
+
+impl Triage {
+    fn build(rules: &RuleSet, scanners: &[Box<dyn Scanner>]) -> Option<Triage> {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut targets: Vec<Vec<Target>> = Vec::new();
+        let mut add = |literal: &str, target: Target| {
+            let lower = literal.to_ascii_lowercase();
+            match patterns.iter().position(|p| *p == lower) {
+                Some(i) => targets[i].push(target),
+                None => {
+                    patterns.push(lower);
+                    targets.push(vec![target]);
+                }
+            }
+        };
+        for (k, literal) in rules.keyword_literals().enumerate() {
+            add(literal, Target::Keyword(u32::try_from(k).ok()?));
+        }
+        for (si, scanner) in scanners.iter().enumerate() {
+            for (li, literal) in scanner.literals().iter().enumerate() {
+                if !literal.is_empty() {
+                    let target = Target::Literal { scanner: u32::try_from(si).ok()?, literal: u32::try_from(li).ok()? };
+                    add(literal, target);
+                }
+            }
+        }
+        if patterns.is_empty() {
+            return None;
+        }
+        let automaton = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .ok()?;
+        Some(Triage { automaton, targets })
+    }
+}
+
+/// Buffers reused across the strings of one scan.
+#[derive(Default)]
+struct Scratch {
+    findings: Vec<Finding>,
+    keyword_hits: Vec<KeywordHit>,
+    literal_hits: Vec<Vec<LiteralHit>>,
 }
 
 impl fmt::Debug for Engine {
@@ -107,36 +177,20 @@ const SECRET_KEYS: &[&str] = &[
     "sessionkey",
     "signingkey",
 ];
-/// Keys containing a [`SECRET_KEYS`] word that name something else.
-const NOT_SECRET_KEYS: &[&str] = &[
-    "pagetoken",
-    "nexttoken",
-    "continuationtoken",
-    "synctoken",
-    "cursor",
-    "csrf",
-    "tokentype",
-    "tokenizer",
-    "tokencount",
-    "tokens",
-    "tokenurl",
-    "tokenendpoint",
-    "secretname",
-    "secretid",
-    "secretref",
-    "keyid",
-    "publickey",
-    "passwordpolicy",
-    "passwordhint",
-    "expires",
-];
-
 fn is_secret_key(key: &str) -> bool {
     if key.len() > 64 {
         return false;
     }
-    let normal: String = key.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
-    SECRET_KEYS.iter().any(|k| normal.contains(k)) && !NOT_SECRET_KEYS.iter().any(|k| normal.contains(k))
+    // Lowercase alphanumerics only, on the stack (every object key goes
+    // through here).
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
+        buf[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    let normal = &buf[..n];
+    SECRET_KEYS.iter().any(|k| normal.windows(k.len()).any(|w| w == k.as_bytes())) && !names_non_credential(normal)
 }
 
 fn is_secret_value(value: &str) -> bool {
@@ -193,13 +247,25 @@ impl Engine {
             &custom,
             options,
         )?;
-        Ok(Engine { rules, scanners: Vec::new(), enabled, max_depth: config.max_depth })
+        let triage = Triage::build(&rules, &[]);
+        Ok(Engine { rules, scanners: Vec::new(), triage, enabled, max_depth: config.max_depth })
     }
 
     /// Adds a scanner run after the rules on every string.
     #[must_use]
-    pub fn with_scanner(mut self, scanner: Box<dyn Scanner>) -> Self {
-        self.scanners.push(scanner);
+    pub fn with_scanner(self, scanner: Box<dyn Scanner>) -> Self {
+        self.with_scanners(vec![scanner])
+    }
+
+    /// Adds scanners run after the rules on every string, in order (the
+    /// shared keyword automaton is rebuilt once).
+    #[must_use]
+    pub fn with_scanners(mut self, scanners: Vec<Box<dyn Scanner>>) -> Self {
+        if scanners.is_empty() {
+            return self;
+        }
+        self.scanners.extend(scanners);
+        self.triage = Triage::build(&self.rules, &self.scanners);
         self
     }
 
@@ -215,31 +281,69 @@ impl Engine {
 
     /// Findings in `text`, sorted by span start, exact duplicates removed.
     pub fn scan_str(&self, text: &str, direction: Direction) -> Vec<Finding> {
-        let mut out = Vec::new();
-        self.scan_into(text, direction, &mut out);
-        out
+        let mut scratch = Scratch::default();
+        self.scan_into(text, direction, &mut scratch);
+        scratch.findings
     }
 
-    fn scan_into(&self, text: &str, direction: Direction, out: &mut Vec<Finding>) {
-        out.clear();
-        self.rules.scan(text, direction, out);
-        for scanner in &self.scanners {
-            let from = out.len();
-            scanner.scan(text, direction, out);
-            // Extra scanners are trusted code, but a bad span must not turn
-            // into a panic at redaction time.
-            let mut i = from;
-            while i < out.len() {
-                let f = &out[i];
-                let ok = self.enabled(f.category)
-                    && f.span.start <= f.span.end
-                    && f.span.end <= text.len()
-                    && text.is_char_boundary(f.span.start)
-                    && text.is_char_boundary(f.span.end);
-                if ok {
-                    i += 1;
-                } else {
-                    out.swap_remove(i);
+    /// Runs the shared keyword pass over `text` into `scratch`.
+    fn triage(&self, text: &str, direction: Direction, scratch: &mut Scratch) {
+        scratch.keyword_hits.clear();
+        scratch.literal_hits.resize_with(self.scanners.len(), Vec::new);
+        for hits in &mut scratch.literal_hits {
+            hits.clear();
+        }
+        let Some(triage) = &self.triage else { return };
+        for m in triage.automaton.find_overlapping_iter(text) {
+            let (start, end) = (m.start(), m.end());
+            for target in triage.targets.get(m.pattern().as_usize()).map_or(&[][..], Vec::as_slice) {
+                match *target {
+                    Target::Keyword(keyword) => {
+                        if self.rules.keyword_applies(keyword, direction) {
+                            scratch.keyword_hits.push(KeywordHit { keyword, start, end });
+                        }
+                    }
+                    Target::Literal { scanner, literal } => {
+                        if let Some(hits) = scratch.literal_hits.get_mut(scanner as usize) {
+                            hits.push(LiteralHit { literal: literal as usize, start, end });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn scan_into(&self, text: &str, direction: Direction, scratch: &mut Scratch) {
+        scratch.findings.clear();
+        if text.is_empty() {
+            return;
+        }
+        self.triage(text, direction, scratch);
+        let Scratch { findings: out, keyword_hits, literal_hits } = scratch;
+        self.rules.scan_with_keyword_hits(text, direction, keyword_hits, out);
+        if !self.scanners.is_empty() {
+            // One preparation (and at most one normalisation) shared by all
+            // the extra scanners.
+            let input = Prepared::new(text);
+            for (i, scanner) in self.scanners.iter().enumerate() {
+                let from = out.len();
+                let hits = literal_hits.get(i).map(Vec::as_slice);
+                scanner.scan_prepared(&input, hits, direction, out);
+                // Extra scanners are trusted code, but a bad span must not
+                // turn into a panic at redaction time.
+                let mut i = from;
+                while i < out.len() {
+                    let f = &out[i];
+                    let ok = self.enabled(f.category)
+                        && f.span.start <= f.span.end
+                        && f.span.end <= text.len()
+                        && text.is_char_boundary(f.span.start)
+                        && text.is_char_boundary(f.span.end);
+                    if ok {
+                        i += 1;
+                    } else {
+                        out.swap_remove(i);
+                    }
                 }
             }
         }
@@ -266,8 +370,8 @@ impl Engine {
     pub fn scan_json(&self, value: &Value, direction: Direction) -> Vec<JsonFinding> {
         let mut out = Vec::new();
         let mut path = Vec::new();
-        let mut buf = Vec::new();
-        self.walk(value, direction, &mut path, 0, &mut buf, &mut out);
+        let mut scratch = Scratch::default();
+        self.walk(value, direction, &mut path, 0, &mut scratch, &mut out);
         out
     }
 
@@ -285,7 +389,7 @@ impl Engine {
         direction: Direction,
         path: &mut Vec<Seg<'a>>,
         depth: usize,
-        buf: &mut Vec<Finding>,
+        scratch: &mut Scratch,
         out: &mut Vec<JsonFinding>,
     ) {
         if depth > self.max_depth {
@@ -293,21 +397,21 @@ impl Engine {
         }
         match value {
             Value::String(s) => {
-                self.scan_into(s, direction, buf);
-                Self::emit(path, false, buf, out);
+                self.scan_into(s, direction, scratch);
+                Self::emit(path, false, &mut scratch.findings, out);
             }
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     path.push(Seg::Index(i));
-                    self.walk(item, direction, path, depth + 1, buf, out);
+                    self.walk(item, direction, path, depth + 1, scratch, out);
                     path.pop();
                 }
             }
             Value::Object(map) => {
                 for (k, v) in map {
                     path.push(Seg::Key(k));
-                    self.scan_into(k, direction, buf);
-                    Self::emit(path, true, buf, out);
+                    self.scan_into(k, direction, scratch);
+                    Self::emit(path, true, &mut scratch.findings, out);
                     if direction == Direction::Request
                         && self.enabled(Category::Exfiltration)
                         && let Some(f) = exfil::structural(k, v)
@@ -315,7 +419,7 @@ impl Engine {
                         out.push(JsonFinding { pointer: pointer(path), in_key: false, finding: f });
                     }
                     let before = out.len();
-                    self.walk(v, direction, path, depth + 1, buf, out);
+                    self.walk(v, direction, path, depth + 1, scratch, out);
                     if let Value::String(s) = v
                         && self.enabled(Category::Secret)
                         && is_secret_key(k)

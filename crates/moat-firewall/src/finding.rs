@@ -2,6 +2,7 @@
 //! and a byte span inside the scanned string; it never carries the matched
 //! text, so it can be logged, audited and returned without leaking it.
 
+use crate::normalize::Prepared;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
@@ -104,4 +105,41 @@ pub trait Scanner: Send + Sync {
     fn name(&self) -> &'static str;
     /// Appends the findings in `text` to `out`. Must be linear in `text`'s length.
     fn scan(&self, text: &str, direction: Direction, out: &mut Vec<Finding>);
+
+    /// Literals this scanner's prefilter looks for (matched ASCII
+    /// case-insensitively, overlapping). An [`Engine`](crate::Engine) finds
+    /// them in the same pass as the rule keywords and hands the occurrences
+    /// to [`Scanner::scan_prepared`]. Default: none.
+    fn literals(&self) -> &[&'static str] {
+        &[]
+    }
+
+    /// Like [`Scanner::scan`], over a string [prepared](Prepared) once for
+    /// all the scanners of an engine, so that its normalised form is computed
+    /// at most once and only for the scanners that need it. `hits`, when
+    /// given, holds every occurrence in the original text of the scanner's
+    /// [literals](Scanner::literals), in order of their end; without it the
+    /// scanner finds them itself. The default calls [`Scanner::scan`] on the
+    /// original text.
+    fn scan_prepared(
+        &self,
+        input: &Prepared<'_>,
+        hits: Option<&[LiteralHit]>,
+        direction: Direction,
+        out: &mut Vec<Finding>,
+    ) {
+        let _ = hits;
+        self.scan(input.text(), direction, out);
+    }
+}
+
+/// An occurrence of a scanner's [literal](Scanner::literals) in the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiteralHit {
+    /// Index in [`Scanner::literals`].
+    pub literal: usize,
+    /// Byte offset of the first byte.
+    pub start: usize,
+    /// Byte offset after the last byte.
+    pub end: usize,
 }

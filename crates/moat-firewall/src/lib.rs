@@ -14,7 +14,7 @@ pub mod scanners;
 
 pub use engine::{Engine, EngineConfig, JsonFinding};
 pub use error::FirewallError;
-pub use finding::{Category, Confidence, Direction, Finding, Scanner};
+pub use finding::{Category, Confidence, Direction, Finding, LiteralHit, Scanner};
 pub use policy::{Action, Decision, Mode, Policy, PolicyRule};
 pub use rules::{CustomPattern, Rule, RuleSet};
 
@@ -23,14 +23,14 @@ pub use rules::{CustomPattern, Rule, RuleSet};
 /// code scanners for hidden text, prompt injection and URLs, each only when
 /// its category is enabled. Compiled once per process (about 50 ms).
 pub fn standard_engine(config: &EngineConfig) -> Result<Engine, FirewallError> {
-    let mut engine = Engine::new(config.clone())?;
+    let engine = Engine::new(config.clone())?;
+    let mut extra: Vec<Box<dyn Scanner>> = Vec::new();
     if engine.enabled(Category::Injection) {
-        engine = engine
-            .with_scanner(Box::new(scanners::unicode::HiddenText::new()))
-            .with_scanner(Box::new(scanners::injection::Injection::new()));
+        extra.push(Box::new(scanners::unicode::HiddenText::new()));
+        extra.push(Box::new(scanners::injection::Injection::new()));
     }
     if engine.enabled(Category::Url) {
-        engine = engine.with_scanner(Box::new(scanners::urls::Urls::new()));
+        extra.push(Box::new(scanners::urls::Urls::new()));
     }
-    Ok(engine)
+    Ok(engine.with_scanners(extra))
 }

@@ -19,8 +19,82 @@
 //!
 //! [`tag_runs`] and [`decode_tag_smuggling`] recover ASCII hidden in Unicode
 //! tag characters while leaving emoji subdivision flags alone.
+//!
+//! [`Prepared`] is what the engine hands to every scanner: the string, two
+//! facts computed in one cheap pass (pure ASCII? "plain", i.e. ASCII without
+//! escapes or entities?) and the normalised form, computed on first use and
+//! shared. Scanners use the facts to skip normalisation altogether: on plain
+//! text, normalisation only lowercases and collapses whitespace, so an ASCII
+//! case-insensitive prefilter over the raw bytes sees what it would see over
+//! the normalised text.
 
+use std::cell::OnceCell;
 use std::ops::Range;
+
+/// A string about to be scanned: cheap facts computed once, and its
+/// [`Normalized`] form computed on first use and shared by the scanners.
+#[derive(Debug)]
+pub struct Prepared<'a> {
+    text: &'a str,
+    ascii: bool,
+    plain: bool,
+    normalized: OnceCell<Normalized>,
+}
+
+impl<'a> Prepared<'a> {
+    /// Classifies `text` (one linear pass; nothing is allocated).
+    pub fn new(text: &'a str) -> Self {
+        let (ascii, plain) = classify(text.as_bytes());
+        Prepared { text, ascii, plain, normalized: OnceCell::new() }
+    }
+
+    /// The original string.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Whether the string is pure ASCII (then it holds no invisible,
+    /// confusable or tag character).
+    pub fn is_ascii(&self) -> bool {
+        self.ascii
+    }
+
+    /// Whether the string is ASCII without anything [`normalize`] decodes (a
+    /// backslash, an HTML entity). Its normalised form is then the
+    /// lowercased text with whitespace runs collapsed: same words, same word
+    /// boundaries.
+    pub fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    /// The normalised form (computed on the first call).
+    pub fn normalized(&self) -> &Normalized {
+        self.normalized.get_or_init(|| normalize(self.text))
+    }
+}
+
+/// `(ascii, plain)` of [`Prepared`]. The common case (ASCII, no `\\` and no
+/// `&`) is one branch-free pass that the compiler vectorises.
+fn classify(bytes: &[u8]) -> (bool, bool) {
+    let mut special = false;
+    for chunk in bytes.chunks(64) {
+        let mut high = 0u8;
+        let mut sp = false;
+        for &b in chunk {
+            high |= b;
+            sp |= (b == b'\\') | (b == b'&');
+        }
+        if high >= 0x80 {
+            return (false, false);
+        }
+        special |= sp;
+    }
+    if !special {
+        return (true, true);
+    }
+    let plain = !bytes.iter().enumerate().any(|(i, &b)| b == b'\\' || (b == b'&' && decode_entity(bytes, i).is_some()));
+    (true, plain)
+}
 
 /// Text after normalisation, with a map back to the original.
 #[derive(Clone, Debug, Default)]

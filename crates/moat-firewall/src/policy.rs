@@ -3,7 +3,7 @@
 //! later rules winning ties, so overrides are appended. The decision for a
 //! message is its strongest action: block ▸ approve ▸ redact ▸ log.
 
-use crate::finding::{Category, Direction, Finding};
+use crate::finding::{Category, Confidence, Direction, Finding};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -145,8 +145,9 @@ fn rule(category: Category, direction: Option<Direction>, action: Action) -> Pol
 }
 
 impl Policy {
-    /// The defaults: every finding is logged; secrets and injections in
-    /// responses and descriptions are redacted; destructive commands and
+    /// The defaults: every finding is logged; secrets, personal data and
+    /// injections in responses, and secrets and injections in descriptions,
+    /// are redacted; destructive commands and
     /// secrets in requests are blocked; internal and metadata addresses in
     /// requests are blocked (SSRF); tool abuse in requests needs approval.
     pub fn defaults(mode: Mode) -> Self {
@@ -158,6 +159,7 @@ impl Policy {
             rule(Secret, Some(Response), Redact),
             rule(Secret, Some(Description), Redact),
             rule(Secret, Some(Request), Block),
+            rule(Pii, Some(Response), Redact),
             rule(Injection, Some(Response), Redact),
             rule(Injection, Some(Description), Redact),
             rule(Destructive, Some(Request), Block),
@@ -185,18 +187,24 @@ impl Policy {
         self
     }
 
-    /// The action for one finding.
+    /// The action for one finding. A low-confidence finding (a weak
+    /// signal: a quoted example, `../` in a path) is at most logged unless
+    /// a rule names its rule id.
     pub fn action_for(&self, f: &Finding, direction: Direction) -> Action {
-        let mut best: Option<(u8, Action)> = None;
+        let mut best: Option<(u8, &PolicyRule)> = None;
         for r in &self.rules {
             if r.matches(f, direction) {
                 let s = r.specificity();
                 if best.is_none_or(|(b, _)| s >= b) {
-                    best = Some((s, r.action));
+                    best = Some((s, r));
                 }
             }
         }
-        best.map_or(Action::Allow, |(_, a)| a)
+        match best {
+            None => Action::Allow,
+            Some((_, r)) if f.confidence == Confidence::Low && r.rule.is_none() => r.action.min(Action::Log),
+            Some((_, r)) => r.action,
+        }
     }
 
     /// The decision for a message: each finding's action and the strongest.
@@ -224,7 +232,6 @@ pub struct Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::finding::Confidence;
 
     fn f(category: Category, rule: &'static str) -> Finding {
         Finding { category, rule: rule.into(), confidence: Confidence::High, span: 0..1 }
@@ -236,7 +243,8 @@ mod tests {
         assert_eq!(p.action_for(&f(Category::Secret, "github-pat"), Direction::Response), Action::Redact);
         assert_eq!(p.action_for(&f(Category::Injection, "instruction-override"), Direction::Response), Action::Redact);
         assert_eq!(p.action_for(&f(Category::Destructive, "rm-rf"), Direction::Request), Action::Block);
-        assert_eq!(p.action_for(&f(Category::Pii, "email"), Direction::Response), Action::Log);
+        assert_eq!(p.action_for(&f(Category::Pii, "email"), Direction::Response), Action::Redact);
+        assert_eq!(p.action_for(&f(Category::Pii, "email"), Direction::Request), Action::Log);
         assert_eq!(p.action_for(&f(Category::Url, "metadata-address"), Direction::Request), Action::Block);
         assert_eq!(p.action_for(&f(Category::Url, "exfil-host"), Direction::Response), Action::Log);
     }
@@ -262,6 +270,19 @@ mod tests {
         let d = Policy::defaults(Mode::Disabled).decide(&findings, Direction::Request);
         assert_eq!(d.action, Action::Allow);
         assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn low_confidence_findings_are_only_logged_unless_named() {
+        let weak = Finding { confidence: Confidence::Low, ..f(Category::ToolAbuse, "path-traversal") };
+        assert_eq!(Policy::default().action_for(&weak, Direction::Request), Action::Log);
+        let named = Policy::default().with_rules([PolicyRule {
+            category: None,
+            rule: Some("path-traversal".into()),
+            direction: None,
+            action: Action::Block,
+        }]);
+        assert_eq!(named.action_for(&weak, Direction::Request), Action::Block);
     }
 
     #[test]

@@ -31,10 +31,19 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 /// A validator sees the bytes of the reported span and says whether it is a
 /// real match (checksum, entropy, placeholder exclusion…).
 pub type Validator = fn(&[u8]) -> bool;
+
+/// A context check sees the whole scanned text, the span of the whole match
+/// (group 0), the rule's confidence and the direction, and returns the
+/// confidence to report, or `None` to drop the match. It must only look a
+/// bounded distance around the match (the scan stays linear).
+pub type ContextCheck =
+    fn(text: &[u8], matched: Range<usize>, confidence: Confidence, direction: Direction) -> Option<Confidence>;
 
 /// The set of directions a rule applies to.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +116,8 @@ pub struct Rule {
     /// A catch-all rule: its finding is dropped when a non-generic rule of the
     /// same category reports an overlapping span.
     pub generic: bool,
+    /// An optional check of the match in its surroundings.
+    pub context: Option<ContextCheck>,
 }
 
 impl Rule {
@@ -124,6 +135,7 @@ impl Rule {
             directions: Directions::ALL,
             window: 0,
             generic: false,
+            context: None,
         }
     }
 
@@ -176,6 +188,12 @@ impl Rule {
     /// Marks the rule as a catch-all (see [`Rule::generic`](Rule#structfield.generic)).
     pub const fn generic(mut self) -> Rule {
         self.generic = true;
+        self
+    }
+
+    /// Sets the context check.
+    pub const fn context(mut self, check: ContextCheck) -> Rule {
+        self.context = Some(check);
         self
     }
 }
@@ -233,19 +251,26 @@ struct CompiledRule {
     validator: Option<Validator>,
     directions: Directions,
     generic: bool,
+    context: Option<ContextCheck>,
     regex: Regex,
 }
 
-/// One automaton over the keywords relevant in one direction.
-struct KeywordIndex {
-    automaton: AhoCorasick,
-    /// Automaton pattern index → index in `RuleSet::keywords`.
-    keyword: Vec<u32>,
-}
-
 struct Keyword {
+    /// The keyword (lowercase; matched ASCII case-insensitively).
+    name: &'static str,
     rules: Vec<u32>,
     after: usize,
+    /// Union of the directions of its rules.
+    directions: Directions,
+}
+
+/// An occurrence of keyword `keyword` (an index into the rule set's keyword
+/// table, see [`RuleSet::keyword_literals`]) at `start..end` of the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeywordHit {
+    pub(crate) keyword: u32,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 /// A compiled rule table. Cheap to share (`Send + Sync`); scanning allocates
@@ -253,8 +278,10 @@ struct Keyword {
 pub struct RuleSet {
     rules: Vec<CompiledRule>,
     keywords: Vec<Keyword>,
-    /// Indexed by `dir_index`.
-    indexes: [Option<KeywordIndex>; 3],
+    /// The automaton over every keyword, for [`RuleSet::scan`] on its own;
+    /// built on first use (an [`Engine`](crate::Engine) runs its own shared
+    /// pass instead, and never builds this one).
+    index: OnceLock<Option<AhoCorasick>>,
     /// Indexed by `dir_index`.
     global: [Option<(RegexSet, Vec<u32>)>; 3],
     gated: Option<(RegexSet, Vec<u32>)>,
@@ -313,6 +340,7 @@ struct Hit {
     rule: u32,
     start: usize,
     end: usize,
+    confidence: Confidence,
 }
 
 impl RuleSet {
@@ -339,10 +367,7 @@ impl RuleSet {
         let mut global_map = Vec::new();
         let mut gated_patterns: Vec<&str> = Vec::new();
         let mut gated_map = Vec::new();
-        let mut keyword_names: Vec<&'static str> = Vec::new();
         let mut keywords: Vec<Keyword> = Vec::new();
-        // Per keyword: union of the directions of its rules.
-        let mut keyword_dirs: Vec<Directions> = Vec::new();
 
         for rule in rules {
             let regex = regex_builder(rule.pattern).build().map_err(|e| FirewallError::BuiltinRule {
@@ -364,6 +389,7 @@ impl RuleSet {
                 validator: rule.validator,
                 directions: rule.directions,
                 generic: rule.generic,
+                context: rule.context,
                 regex,
             });
             if rule.keywords.is_empty() {
@@ -376,18 +402,16 @@ impl RuleSet {
             let after = if rule.window == 0 { options.window } else { rule.window };
             for kw in rule.keywords {
                 let lower = kw.to_ascii_lowercase();
-                let k = match keyword_names.iter().position(|n| n.eq_ignore_ascii_case(&lower)) {
+                let k = match keywords.iter().position(|n| n.name.eq_ignore_ascii_case(&lower)) {
                     Some(k) => k,
                     None => {
-                        keyword_names.push(kw);
-                        keywords.push(Keyword { rules: Vec::new(), after: 0 });
-                        keyword_dirs.push(Directions(0));
+                        keywords.push(Keyword { name: kw, rules: Vec::new(), after: 0, directions: Directions(0) });
                         keywords.len() - 1
                     }
                 };
                 keywords[k].rules.push(index);
                 keywords[k].after = keywords[k].after.max(after);
-                keyword_dirs[k] = keyword_dirs[k].union(rule.directions);
+                keywords[k].directions = keywords[k].directions.union(rule.directions);
             }
         }
         for c in custom {
@@ -403,6 +427,7 @@ impl RuleSet {
                 validator: None,
                 directions: Directions::ALL,
                 generic: false,
+                context: None,
                 regex,
             });
         }
@@ -429,29 +454,7 @@ impl RuleSet {
         }
         let gated = if gated_patterns.is_empty() { None } else { Some((build_set(&gated_patterns)?, gated_map)) };
 
-        let mut indexes: [Option<KeywordIndex>; 3] = [None, None, None];
-        for direction in [Direction::Request, Direction::Response, Direction::Description] {
-            let mut names = Vec::new();
-            let mut keyword = Vec::new();
-            for (k, name) in keyword_names.iter().enumerate() {
-                if keyword_dirs[k].contains(direction) {
-                    names.push(*name);
-                    keyword.push(u32::try_from(k).map_err(|_| FirewallError::RuleSetTooLarge)?);
-                }
-            }
-            if names.is_empty() {
-                continue;
-            }
-            let automaton = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .kind(Some(AhoCorasickKind::DFA))
-                .match_kind(MatchKind::Standard)
-                .build(&names)
-                .map_err(|_| FirewallError::RuleSetTooLarge)?;
-            indexes[dir_index(direction)] = Some(KeywordIndex { automaton, keyword });
-        }
-
-        Ok(RuleSet { rules: compiled, keywords, indexes, global, gated, options })
+        Ok(RuleSet { rules: compiled, keywords, index: OnceLock::new(), global, gated, options })
     }
 
     /// The built-in tables of every category, default options.
@@ -480,6 +483,31 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// The keyword table: the literal of each keyword, by index. An
+    /// [`Engine`](crate::Engine) folds these into its shared keyword pass
+    /// and hands the occurrences to [`RuleSet::scan_with_keyword_hits`].
+    pub(crate) fn keyword_literals(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.keywords.iter().map(|k| k.name)
+    }
+
+    /// Whether keyword `k` triggers a rule in `direction`.
+    pub(crate) fn keyword_applies(&self, k: u32, direction: Direction) -> bool {
+        self.keywords.get(k as usize).is_some_and(|kw| kw.directions.contains(direction))
+    }
+
+    fn index(&self) -> Option<&AhoCorasick> {
+        self.index
+            .get_or_init(|| {
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .match_kind(MatchKind::Standard)
+                    .build(self.keywords.iter().map(|k| k.name))
+                    .ok()
+            })
+            .as_ref()
+    }
+
     /// Appends the findings of every rule applying in `direction` to `out`.
     pub fn scan(&self, text: &str, direction: Direction, out: &mut Vec<Finding>) {
         let hay = text.as_bytes();
@@ -487,33 +515,65 @@ impl RuleSet {
             return;
         }
         let mut hits: Vec<Hit> = Vec::new();
+        self.scan_global(hay, direction, &mut hits);
+        if !self.keywords.is_empty()
+            && let Some(ac) = self.index()
+        {
+            let matches = ac
+                .find_overlapping_iter(hay)
+                .map(|m| KeywordHit { keyword: m.pattern().as_u32(), start: m.start(), end: m.end() })
+                .filter(|h| self.keyword_applies(h.keyword, direction));
+            self.scan_windows(hay, direction, matches, &mut hits);
+        }
+        self.finish(text, hits, out);
+    }
 
+    /// [`RuleSet::scan`] with the keyword occurrences already found: every
+    /// (overlapping, ASCII case-insensitive) occurrence in `text` of the
+    /// keywords applying in `direction`, in order of their end.
+    pub(crate) fn scan_with_keyword_hits(
+        &self,
+        text: &str,
+        direction: Direction,
+        keyword_hits: &[KeywordHit],
+        out: &mut Vec<Finding>,
+    ) {
+        let hay = text.as_bytes();
+        if hay.is_empty() {
+            return;
+        }
+        let mut hits: Vec<Hit> = Vec::new();
+        self.scan_global(hay, direction, &mut hits);
+        self.scan_windows(hay, direction, keyword_hits.iter().copied(), &mut hits);
+        self.finish(text, hits, out);
+    }
+
+    /// The rules without keywords, over the whole text.
+    fn scan_global(&self, hay: &[u8], direction: Direction, hits: &mut Vec<Hit>) {
         // `is_match` first: it allocates nothing and stops at the first
         // match, and most strings match no global rule.
         if let Some((set, map)) = &self.global[dir_index(direction)]
             && set.is_match(hay)
         {
             for si in set.matches(hay).iter() {
-                self.extract(map[si] as usize, hay, 0, hay.len(), &mut hits);
+                self.extract(map[si] as usize, hay, 0, hay.len(), direction, hits);
             }
         }
-
-        if let Some(index) = &self.indexes[dir_index(direction)] {
-            self.scan_windows(index, hay, direction, &mut hits);
-        }
-
-        self.finish(text, hits, out);
     }
 
-    fn scan_windows(&self, index: &KeywordIndex, hay: &[u8], direction: Direction, hits: &mut Vec<Hit>) {
+    fn scan_windows(
+        &self,
+        hay: &[u8],
+        direction: Direction,
+        matches: impl Iterator<Item = KeywordHit>,
+        hits: &mut Vec<Hit>,
+    ) {
         let before = self.options.window;
-        let mut windows: Vec<(usize, usize, u32)> = index
-            .automaton
-            .find_overlapping_iter(hay)
+        let mut windows: Vec<(usize, usize, u32)> = matches
             .map(|m| {
-                let k = index.keyword[m.pattern().as_usize()];
-                let after = self.keywords[k as usize].after;
-                (m.start().saturating_sub(before), m.end().saturating_add(after).min(hay.len()), k)
+                let k = m.keyword;
+                let after = self.keywords.get(k as usize).map_or(0, |kw| kw.after);
+                (m.start.saturating_sub(before), m.end.saturating_add(after).min(hay.len()), k)
             })
             .collect();
         if windows.is_empty() {
@@ -565,7 +625,7 @@ impl RuleSet {
         }
         if rules.len() <= DIRECT_RULES {
             for ri in rules {
-                self.extract(ri, hay, start, end, hits);
+                self.extract(ri, hay, start, end, direction, hits);
             }
             return;
         }
@@ -573,15 +633,15 @@ impl RuleSet {
         for si in set.matches_at(&hay[..end], start).iter() {
             let ri = map[si] as usize;
             if rules.binary_search(&ri).is_ok() {
-                self.extract(ri, hay, start, end, hits);
+                self.extract(ri, hay, start, end, direction, hits);
             }
         }
     }
 
     /// Extracts the matches of rule `ri` starting in `hay[start..end]`.
-    fn extract(&self, ri: usize, hay: &[u8], start: usize, end: usize, hits: &mut Vec<Hit>) {
+    fn extract(&self, ri: usize, text: &[u8], start: usize, end: usize, direction: Direction, hits: &mut Vec<Hit>) {
         let rule = &self.rules[ri];
-        let hay = &hay[..end];
+        let hay = &text[..end];
         let mut locs = rule.regex.capture_locations();
         let mut at = start;
         let rule_index = ri as u32;
@@ -617,7 +677,14 @@ impl RuleSet {
             {
                 continue;
             }
-            hits.push(Hit { rule: rule_index, start: s, end: e });
+            let confidence = match rule.context {
+                Some(check) => match check(text, ms..me, rule.confidence, direction) {
+                    Some(c) => c,
+                    None => continue,
+                },
+                None => rule.confidence,
+            };
+            hits.push(Hit { rule: rule_index, start: s, end: e, confidence });
         }
     }
 
@@ -662,7 +729,7 @@ impl RuleSet {
             out.push(Finding {
                 category: rule.category,
                 rule: rule.id.clone(),
-                confidence: rule.confidence,
+                confidence: h.confidence,
                 span: floor_char_boundary(text, h.start)..ceil_char_boundary(text, h.end),
             });
         }

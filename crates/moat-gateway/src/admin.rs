@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use utoipa::{IntoParams, ToSchema};
 
+pub(crate) mod firewall;
 pub(crate) mod vault;
 
 // The `#[utoipa::path]` annotations below are the API's contract: they are
@@ -63,6 +64,16 @@ pub fn routes() -> Router<App> {
         .route("/servers", get(list_servers).post(create_server))
         .route("/servers/{server}", get(show_server).delete(delete_server))
         .route("/audit", get(list_audit))
+        .route("/approvals", get(firewall::list_approvals))
+        .route("/approvals/{approval}", get(firewall::show_approval))
+        .route("/approvals/{approval}/approve", post(firewall::approve))
+        .route("/approvals/{approval}/deny", post(firewall::deny))
+        .route(
+            "/firewall/policies",
+            get(firewall::list_policies).put(firewall::put_policy).delete(firewall::delete_policy),
+        )
+        .route("/firewall/patterns", get(firewall::list_patterns).post(firewall::add_pattern))
+        .route("/firewall/patterns/{pattern}", axum::routing::delete(firewall::delete_pattern))
 }
 
 /// An admin API error, rendered as `{"error": {"code", "message"}}`.

@@ -54,6 +54,16 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::admin::vault::delete_credential,
         crate::admin::vault::rotate_tenant_key,
         crate::admin::vault::rotate_kek,
+        crate::admin::firewall::list_approvals,
+        crate::admin::firewall::show_approval,
+        crate::admin::firewall::approve,
+        crate::admin::firewall::deny,
+        crate::admin::firewall::list_policies,
+        crate::admin::firewall::put_policy,
+        crate::admin::firewall::delete_policy,
+        crate::admin::firewall::list_patterns,
+        crate::admin::firewall::add_pattern,
+        crate::admin::firewall::delete_pattern,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -66,6 +76,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "teams", description = "Teams of users, which share team-scoped credentials."),
         (name = "credentials", description = "Upstream credentials: values go in, never out."),
         (name = "audit", description = "The audit trail (metadata only)."),
+        (name = "approvals", description = "Calls held by the firewall, and changed tool descriptions, awaiting an admin."),
+        (name = "firewall", description = "The tenant's firewall overrides and detection patterns."),
     )
 )]
 pub struct AdminApi;

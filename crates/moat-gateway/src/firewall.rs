@@ -580,7 +580,7 @@ impl Firewall {
         let mut keep = Vec::with_capacity(items.len());
         for mut item in std::mem::take(items) {
             let Some(name) = item_name(&item, kind).map(str::to_owned) else { continue };
-            let hash = moat_vault::fingerprint(item.to_string().as_bytes());
+            let hash = fingerprint(&item);
             let mut visible =
                 self.check_pin(server, kind, &name, &hash, pins.get(&(kind.to_owned(), name.clone()))).await;
             if has_invisible(&name) {
@@ -780,6 +780,62 @@ pub fn validate_pattern(name: &str, category: &str, pattern: &str) -> Result<(),
         .map_err(|e| e.to_string())
 }
 
+/// The fields of a listed item that say what it is and does: what a model
+/// reads and what an admin approves. Transport details that differ between
+/// protocol eras (`_meta`, `execution`, `icons`) stay out, so the same item
+/// has one fingerprint however it was listed.
+const PINNED_FIELDS: &[&str] = &[
+    "name",
+    "uri",
+    "uriTemplate",
+    "title",
+    "description",
+    "inputSchema",
+    "outputSchema",
+    "annotations",
+    "arguments",
+    "mimeType",
+];
+
+/// The SHA-256 fingerprint of an item's pinned fields, as canonical JSON
+/// (object keys sorted at every depth: upstreams and eras order them freely).
+fn fingerprint(item: &Value) -> String {
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k.as_str()], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let pinned: serde_json::Map<String, Value> =
+        PINNED_FIELDS.iter().filter_map(|k| item.get(*k).map(|v| ((*k).to_owned(), v.clone()))).collect();
+    let mut text = String::new();
+    canonical(&Value::Object(pinned), &mut text);
+    moat_vault::fingerprint(text.as_bytes())
+}
+
 /// The member of a list result and the pin kind of its items.
 fn list_kind(method: &str) -> Option<(&'static str, &'static str)> {
     match method {
@@ -942,6 +998,15 @@ mod tests {
         assert_eq!(v.enforced(), Action::Block);
         let shadow = Verdict { mode: Mode::Shadow, ..v };
         assert_eq!(shadow.enforced(), Action::Allow);
+    }
+
+    #[test]
+    fn fingerprints_ignore_key_order_and_era_details() {
+        let a = json!({ "name": "t", "description": "d", "inputSchema": { "type": "object", "properties": {} } });
+        let b = json!({ "inputSchema": { "properties": {}, "type": "object" }, "_meta": { "x": 1 }, "description": "d", "name": "t" });
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        let c = json!({ "name": "t", "description": "d!", "inputSchema": { "type": "object", "properties": {} } });
+        assert_ne!(fingerprint(&a), fingerprint(&c));
     }
 
     #[test]

@@ -362,12 +362,37 @@ impl UpstreamPool {
     }
 
     /// Drops the cached lists of one server's instances (after a change of
-    /// what the filter lets through).
+    /// what the filter lets through) and tells their clients that the lists
+    /// changed.
     pub fn clear_lists(&self, tenant: &TenantId, server: &str) {
-        if let Some(e) = self.entries.read().ok().and_then(|m| m.get(&(tenant.clone(), server.to_owned())).cloned())
-            && let Ok(map) = e.instances.lock()
-        {
-            map.values().for_each(|i| i.clear_all_lists());
+        let Some(e) = self.entries.read().ok().and_then(|m| m.get(&(tenant.clone(), server.to_owned())).cloned())
+        else {
+            return;
+        };
+        let bindings: Vec<Arc<str>> = match e.instances.lock() {
+            Ok(map) => map
+                .values()
+                .map(|i| {
+                    i.clear_all_lists();
+                    i.binding.key.clone()
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        for binding in bindings {
+            for m in [
+                "notifications/tools/list_changed",
+                "notifications/prompts/list_changed",
+                "notifications/resources/list_changed",
+            ] {
+                let _ = self.notify.send(ServerNotification {
+                    tenant: e.record.tenant_id.clone(),
+                    server_id: e.record.id.clone(),
+                    server: Arc::from(e.record.name.as_str()),
+                    binding: binding.clone(),
+                    message: Message::notification(m, None),
+                });
+            }
         }
     }
 

@@ -2,7 +2,10 @@
 //! Authenticated with `MOAT_API_KEY`. Secrets are printed once, as the only
 //! stdout line (unless `--json`).
 
-use crate::cli::{AuditVerb, CredentialVerb, KekVerb, KeyVerb, Remote, ServerVerb, TeamVerb, TenantVerb, UserVerb};
+use crate::cli::{
+    ApprovalVerb, AuditVerb, CredentialVerb, FirewallPatternVerb, FirewallPolicyVerb, FirewallVerb, KekVerb, KeyVerb,
+    Remote, ServerVerb, TeamVerb, TenantVerb, UserVerb,
+};
 use anyhow::{Context, anyhow, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -424,6 +427,99 @@ pub async fn audit(remote: &Remote, verb: AuditVerb) -> anyhow::Result<()> {
                 &v,
                 Some(&["at", "action", "result", "actor_kind", "actor_id", "resource", "latency_ms", "source_addr"]),
             );
+        }
+    }
+    Ok(())
+}
+
+/// Times of approval rows as RFC 3339 for people.
+fn humanise_times(remote: &Remote, v: &mut Value, keys: &[&str]) {
+    if remote.json {
+        return;
+    }
+    let mut fix = |row: &mut Value| {
+        for k in keys {
+            if let Some(ms) = row[*k].as_i64() {
+                row[*k] = Value::String(rfc3339(ms));
+            }
+        }
+    };
+    match v {
+        Value::Array(rows) => rows.iter_mut().for_each(&mut fix),
+        row @ Value::Object(_) => fix(row),
+        _ => {}
+    }
+}
+
+const APPROVAL_TIMES: &[&str] = &["created_at", "expires_at", "decided_at"];
+
+/// `moat approval …`.
+pub async fn approval(remote: &Remote, verb: ApprovalVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    let (mut v, columns): (Value, Option<&[&str]>) = match verb {
+        ApprovalVerb::List { status, limit } => {
+            let q = [("status", status), ("limit", limit.to_string())];
+            let v = c.call(Method::GET, "/approvals", None, &q).await?;
+            (v, Some(&["id", "status", "kind", "server_name", "target", "requested_by", "created_at", "expires_at"]))
+        }
+        ApprovalVerb::Show { approval } => {
+            (c.call(Method::GET, &format!("/approvals/{}", seg(&approval)), None, &[]).await?, None)
+        }
+        ApprovalVerb::Approve { approval } => {
+            (c.call(Method::POST, &format!("/approvals/{}/approve", seg(&approval)), None, &[]).await?, None)
+        }
+        ApprovalVerb::Deny { approval } => {
+            (c.call(Method::POST, &format!("/approvals/{}/deny", seg(&approval)), None, &[]).await?, None)
+        }
+    };
+    humanise_times(remote, &mut v, APPROVAL_TIMES);
+    out(remote, &v, columns);
+    Ok(())
+}
+
+/// `moat firewall policy|pattern …`.
+pub async fn firewall(remote: &Remote, verb: FirewallVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    const POLICY_COLUMNS: &[&str] = &["server", "tool", "mode", "rules", "updated_at"];
+    match verb {
+        FirewallVerb::Policy { verb: FirewallPolicyVerb::List } => {
+            let mut v = c.call(Method::GET, "/firewall/policies", None, &[]).await?;
+            humanise_times(remote, &mut v, &["updated_at"]);
+            out(remote, &v, Some(POLICY_COLUMNS));
+        }
+        FirewallVerb::Policy { verb: FirewallPolicyVerb::Set { server, tool, mode, rules } } => {
+            let rules = rules
+                .iter()
+                .map(|r| crate::cli::parse_rule(r))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!(e))?;
+            let body = json!({ "server": server, "tool": tool, "mode": mode, "rules": rules });
+            let mut v = c.call(Method::PUT, "/firewall/policies", Some(body), &[]).await?;
+            humanise_times(remote, &mut v, &["updated_at"]);
+            out(remote, &v, Some(POLICY_COLUMNS));
+        }
+        FirewallVerb::Policy { verb: FirewallPolicyVerb::Delete { server, tool } } => {
+            let mut q = Vec::new();
+            if let Some(s) = server {
+                q.push(("server", s));
+            }
+            if let Some(t) = tool {
+                q.push(("tool", t));
+            }
+            c.call(Method::DELETE, "/firewall/policies", None, &q).await?;
+        }
+        FirewallVerb::Pattern { verb: FirewallPatternVerb::List } => {
+            let mut v = c.call(Method::GET, "/firewall/patterns", None, &[]).await?;
+            humanise_times(remote, &mut v, &["created_at"]);
+            out(remote, &v, Some(&["id", "name", "category", "pattern", "created_at"]));
+        }
+        FirewallVerb::Pattern { verb: FirewallPatternVerb::Add { name, pattern, category } } => {
+            let body = json!({ "name": name, "pattern": pattern, "category": category });
+            let v = c.call(Method::POST, "/firewall/patterns", Some(body), &[]).await?;
+            if remote.json { print_json(&v) } else { println!("{}", cell(&v["id"])) }
+        }
+        FirewallVerb::Pattern { verb: FirewallPatternVerb::Delete { pattern } } => {
+            c.call(Method::DELETE, &format!("/firewall/patterns/{}", seg(&pattern)), None, &[]).await?;
         }
     }
     Ok(())

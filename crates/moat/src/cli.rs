@@ -117,6 +117,20 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Calls held by the firewall, and changed tool descriptions, awaiting an admin.
+    Approval {
+        #[command(subcommand)]
+        verb: ApprovalVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The tenant's firewall overrides and detection patterns.
+    Firewall {
+        #[command(subcommand)]
+        verb: FirewallVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The key-encryption key (operator).
     Kek {
         #[command(subcommand)]
@@ -231,6 +245,122 @@ pub enum CredentialVerb {
     /// Delete a credential.
     #[command(alias = "remove")]
     Delete { credential: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApprovalVerb {
+    /// List approvals, newest first (default: the pending ones).
+    List {
+        /// pending, approved, denied, expired or all.
+        #[arg(long, default_value = "pending", value_parser = ["pending", "approved", "denied", "expired", "all"])]
+        status: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one approval.
+    Show { approval: String },
+    /// Approve: the held call proceeds, or the changed tool is shown again.
+    Approve { approval: String },
+    /// Deny: the held call fails, or the changed tool stays hidden.
+    Deny { approval: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FirewallVerb {
+    /// Policy overrides of the tenant, a server or a tool.
+    Policy {
+        #[command(subcommand)]
+        verb: FirewallPolicyVerb,
+    },
+    /// The tenant's own detection patterns.
+    Pattern {
+        #[command(subcommand)]
+        verb: FirewallPatternVerb,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FirewallPolicyVerb {
+    /// List the overrides.
+    List,
+    /// Create or replace the override of the tenant (no --server), a server
+    /// or a tool.
+    Set {
+        /// The server (id or name).
+        #[arg(long)]
+        server: Option<String>,
+        /// A tool, prompt or resource of that server.
+        #[arg(long, requires = "server")]
+        tool: Option<String>,
+        /// enforce, shadow or disabled.
+        #[arg(long, value_parser = ["enforce", "shadow", "disabled"])]
+        mode: Option<String>,
+        /// A rule, `[CATEGORY[:RULE]][@DIRECTION]=ACTION`, e.g. `pii=block`,
+        /// `secret:aws-access-key@request=block`, `@response=log`.
+        #[arg(long = "rule", value_name = "RULE")]
+        rules: Vec<String>,
+    },
+    /// Remove an override.
+    #[command(alias = "remove")]
+    Delete {
+        /// The server (id or name); none for the tenant's override.
+        #[arg(long)]
+        server: Option<String>,
+        /// The tool within that server.
+        #[arg(long, requires = "server")]
+        tool: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FirewallPatternVerb {
+    /// List the patterns.
+    List,
+    /// Add a pattern (a regular expression); findings carry its name.
+    Add {
+        /// Unique name: the rule id of its findings.
+        name: String,
+        /// The regular expression.
+        #[arg(long)]
+        pattern: String,
+        /// The category reported.
+        #[arg(long, default_value = "pii",
+            value_parser = ["secret", "pii", "injection", "destructive", "url", "exfiltration", "tool_abuse"])]
+        category: String,
+    },
+    /// Remove a pattern.
+    #[command(alias = "remove")]
+    Delete { pattern: String },
+}
+
+/// Parses `[CATEGORY[:RULE]][@DIRECTION]=ACTION` into a policy rule object.
+pub fn parse_rule(s: &str) -> Result<serde_json::Value, String> {
+    let (lhs, action) =
+        s.rsplit_once('=').ok_or_else(|| format!("`{s}`: expected [CATEGORY[:RULE]][@DIRECTION]=ACTION"))?;
+    let (what, direction) = match lhs.split_once('@') {
+        Some((w, d)) => (w, Some(d)),
+        None => (lhs, None),
+    };
+    let (category, rule) = match what.split_once(':') {
+        Some((c, r)) => (c, Some(r)),
+        None => (what, None),
+    };
+    let mut o = serde_json::Map::new();
+    if !category.is_empty() {
+        o.insert("category".into(), category.into());
+    }
+    if let Some(r) = rule.filter(|r| !r.is_empty()) {
+        o.insert("rule".into(), r.into());
+    }
+    if let Some(d) = direction.filter(|d| !d.is_empty()) {
+        o.insert("direction".into(), d.into());
+    }
+    if action.is_empty() {
+        return Err(format!("`{s}`: the action is missing"));
+    }
+    o.insert("action".into(), action.into());
+    Ok(serde_json::Value::Object(o))
 }
 
 #[derive(Subcommand, Debug)]
@@ -383,12 +513,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Team { verb, remote } => admin::team(&remote, verb).await,
         Command::Credential { verb, remote } => admin::credential(&remote, verb).await,
         Command::Kek { verb, remote } => admin::kek(&remote, verb).await,
+        Command::Approval { verb, remote } => admin::approval(&remote, verb).await,
+        Command::Firewall { verb, remote } => admin::firewall(&remote, verb).await,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firewall_rules_parse_from_the_command_line() {
+        assert_eq!(parse_rule("pii=block").unwrap(), serde_json::json!({ "category": "pii", "action": "block" }));
+        assert_eq!(
+            parse_rule("secret:aws-access-key@request=redact").unwrap(),
+            serde_json::json!({ "category": "secret", "rule": "aws-access-key", "direction": "request", "action": "redact" })
+        );
+        assert_eq!(
+            parse_rule("@response=log").unwrap(),
+            serde_json::json!({ "direction": "response", "action": "log" })
+        );
+        assert!(parse_rule("pii").is_err());
+        assert!(parse_rule("pii=").is_err());
+        let ok = Cli::try_parse_from(argv("moat firewall policy set --server s --tool t --mode shadow --rule pii=log"));
+        assert!(ok.is_ok(), "{ok:?}");
+        let orphan = Cli::try_parse_from(argv("moat firewall policy set --tool t"));
+        assert!(orphan.is_err());
+        assert!(Cli::try_parse_from(argv("moat approval approve 01ABC")).is_ok());
+    }
 
     #[test]
     fn credential_set_takes_exactly_one_way_of_presenting() {

@@ -34,6 +34,7 @@
 //! | `[[firewall.rules]]` (category, rule, direction, action) | | |
 //! | `upstream.call_timeout_ms` | `MOAT_UPSTREAM_CALL_TIMEOUT_MS` | |
 //! | `upstream.max_concurrency` | `MOAT_UPSTREAM_MAX_CONCURRENCY` | |
+//! | `upstream.list_cache_ttl_s` | `MOAT_UPSTREAM_LIST_CACHE_TTL_S` | |
 //! | `session.idle_timeout_s` | `MOAT_SESSION_IDLE_TIMEOUT_S` | |
 //! | `auth.key_cache_ttl_s` | `MOAT_AUTH_KEY_CACHE_TTL_S` | |
 
@@ -126,6 +127,7 @@ struct RawUpstream {
     call_timeout_ms: Option<u64>,
     max_concurrency: Option<u64>,
     instance_idle_timeout_s: Option<u64>,
+    list_cache_ttl_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +230,9 @@ pub struct Config {
     pub call_timeout: Duration,
     /// Calls in flight per upstream.
     pub upstream_max_concurrency: usize,
+    /// How long upstream lists are cached (and so how soon a changed tool
+    /// description is seen without `list_changed`).
+    pub list_cache_ttl: Duration,
     /// Legacy session idle timeout.
     pub session_idle_timeout: Duration,
     /// API key verification cache TTL.
@@ -589,6 +594,10 @@ fn validate(
             .unwrap_or(32),
     )
     .unwrap_or(32);
+    let list_cache_ttl = Duration::from_secs(
+        number(raw.upstream.list_cache_ttl_s, "MOAT_UPSTREAM_LIST_CACHE_TTL_S", "upstream.list_cache_ttl_s", 0)?
+            .unwrap_or(300),
+    );
     let session_idle_timeout = Duration::from_secs(
         number(raw.session.idle_timeout_s, "MOAT_SESSION_IDLE_TIMEOUT_S", "session.idle_timeout_s", 1)?.unwrap_or(1800),
     );
@@ -693,6 +702,7 @@ fn validate(
         hide_changed_tools,
         call_timeout,
         upstream_max_concurrency,
+        list_cache_ttl,
         session_idle_timeout,
         key_cache_ttl,
         servers,

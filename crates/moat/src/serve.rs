@@ -208,6 +208,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
     gw.max_body_bytes = cfg.max_body_bytes;
     gw.call_timeout = cfg.call_timeout;
     gw.upstream_max_concurrency = cfg.upstream_max_concurrency;
+    gw.list_cache_ttl = cfg.list_cache_ttl;
     gw.session_idle_timeout = cfg.session_idle_timeout;
     gw.key_cache_ttl = cfg.key_cache_ttl;
 

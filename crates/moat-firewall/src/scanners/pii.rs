@@ -7,7 +7,9 @@
 //! ID- and hash-heavy tool results do not light up.
 
 use crate::finding::Category::Pii;
+use crate::finding::{Confidence, Direction};
 use crate::rules::Rule;
+use std::ops::Range;
 
 /// The PII table.
 pub static RULES: &[Rule] = &[
@@ -17,12 +19,13 @@ pub static RULES: &[Rule] = &[
         r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}\b",
     )
     .keywords(&["@"])
-    .validator(email),
+    .validator(email)
+    .context(not_scp_remote),
     // E.164, compact or with separators: +14155550123, +44 20 7946 0958, +1 (415) 555-0123.
     Rule::new(
         "phone-number",
         Pii,
-        r"(?:^|[^0-9A-Za-z+])(\+[1-9][0-9]{7,14}|\+[1-9][0-9]{0,2}[ .-]?\(?[0-9]{1,4}\)?(?:[ .-][0-9]{2,5}){1,4})(?:[^0-9A-Za-z]|$)",
+        r"(?:^|[^0-9A-Za-z+])(\+[1-9][0-9]{7,14}|\+[1-9][0-9]{0,2}[ .-]?\(?[0-9]{1,4}\)?(?:[ .-][0-9]{2,8}){1,4})(?:[^0-9A-Za-z]|$)",
     )
     .group(1)
     .validator(phone_digits),
@@ -147,6 +150,13 @@ fn nanp(bytes: &[u8]) -> bool {
 
 /// Domains reserved for documentation (RFC 2606) and file-name look-alikes
 /// (`logo@2x.png`) are not personal data.
+/// `git@github.com:org/repo.git` is an SSH remote (scp syntax: user, host,
+/// `:`, path), not a mailbox.
+fn not_scp_remote(text: &[u8], m: Range<usize>, confidence: Confidence, _: Direction) -> Option<Confidence> {
+    let path = text.get(m.end + 1).is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'~' | b'/' | b'.' | b'_'));
+    (text.get(m.end) != Some(&b':') || !path).then_some(confidence)
+}
+
 fn email(bytes: &[u8]) -> bool {
     let Some(at) = bytes.iter().rposition(|&b| b == b'@') else { return false };
     let domain = bytes[at + 1..].to_ascii_lowercase();
@@ -298,12 +308,15 @@ mod tests {
         fires("contact jane.doe+x@acme-corp.io today", "email", "jane.doe+x@acme-corp.io");
         silent("see logo@2x.png and user@example.com");
         silent("decorator @property and npm @types/node");
+        silent("git clone git@github.com:acme/widgets.git");
+        fires("mail bob@acme-corp.io: thanks", "email", "bob@acme-corp.io");
     }
 
     #[test]
     fn phones() {
         fires("call +14155550123 now", "phone-number", "+14155550123");
         fires("call +44 20 7946 0958 now", "phone-number", "+44 20 7946 0958");
+        fires("call +49 30 919102 now", "phone-number", "+49 30 919102");
         fires("office (415) 555-0123", "phone-number", "(415) 555-0123");
         fires("office 415-555-0123.", "phone-number", "415-555-0123");
         fires("{\"phone\": \"030 901820\"}", "phone-number", "030 901820");

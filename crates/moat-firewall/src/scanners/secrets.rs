@@ -8,7 +8,52 @@
 //! that policies written for one read naturally for the other.
 
 use crate::finding::Category::Secret;
+use crate::finding::{Confidence, Direction};
 use crate::rules::{Rule, entropy_3, entropy_3_5, entropy_4, is_placeholder, not_placeholder, shannon_entropy};
+use std::ops::Range;
+
+/// Names that contain a credential word but name something else: pagination
+/// and sync cursors, CSRF tokens, token counts, secret references, public
+/// keys (lowercase, alphanumerics only).
+pub(crate) const NOT_CREDENTIAL_NAMES: &[&str] = &[
+    "pagetoken",
+    "nexttoken",
+    "continuationtoken",
+    "synctoken",
+    "cursor",
+    "csrf",
+    "tokentype",
+    "tokenizer",
+    "tokencount",
+    "tokens",
+    "tokenurl",
+    "tokenendpoint",
+    "secretname",
+    "secretid",
+    "secretref",
+    "keyid",
+    "publickey",
+    "passwordpolicy",
+    "passwordhint",
+    "expires",
+];
+
+/// Whether `name` (lowercase alphanumerics) is one of [`NOT_CREDENTIAL_NAMES`].
+pub(crate) fn names_non_credential(name: &[u8]) -> bool {
+    NOT_CREDENTIAL_NAMES.iter().any(|n| name.windows(n.len()).any(|w| w == n.as_bytes()))
+}
+
+/// Context check of generic assignments: reads the whole name the keyword is
+/// part of (`nextPageToken`, `csrf_token`) and drops non-credentials.
+fn credential_name(text: &[u8], m: Range<usize>, confidence: Confidence, _: Direction) -> Option<Confidence> {
+    let ident = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let before = text.get(m.start.saturating_sub(32)..m.start).unwrap_or(&[]);
+    let prefix = before.len() - before.iter().rev().take_while(|b| ident(b)).count();
+    let own = text.get(m.clone()).unwrap_or(&[]).iter().take(48).take_while(|b| ident(b));
+    let name: Vec<u8> =
+        before[prefix..].iter().chain(own).filter(|b| b.is_ascii_alphanumeric()).map(u8::to_ascii_lowercase).collect();
+    (!names_non_credential(&name)).then_some(confidence)
+}
 
 /// `<keyword>[name] <assignment operator> <quote> (value) <end>`: the shape
 /// of `twitter_api_key = "…"`, `"datadog": "…"`, `SENTRY_TOKEN: …`. The
@@ -25,11 +70,11 @@ macro_rules! assign {
     };
 }
 
-/// A prefixed token at a word start, followed by a delimiter; group 1 is the
-/// token.
+/// A prefixed token at a word start, followed by a delimiter (a sentence's
+/// closing period included); group 1 is the token.
 macro_rules! token {
     ($body:literal) => {
-        concat!(r"\b(", $body, r#")(?:[\x60'"\s;,<>)\]}|&]|\\[nrt]|$)"#)
+        concat!(r"\b(", $body, r#")(?:[\x60'"\s;,<>)\]}|&]|\\[nrt]|\.(?:[\s\x60'")\]}]|$)|$)"#)
     };
 }
 
@@ -716,6 +761,7 @@ pub static RULES: &[Rule] = &[
     ])
     .group(1)
     .validator(generic_value)
+    .context(credential_name)
     .generic(),
     Rule::new(
         "password-assignment",
@@ -911,6 +957,21 @@ mod tests {
         silent("postgres://user:password@localhost/db");
         silent("postgres://user:${DB_PASSWORD}@localhost/db");
         silent("postgres://localhost:5432/db");
+    }
+
+    #[test]
+    fn pagination_tokens_are_not_credentials() {
+        let v = rand(ALNUM, 30, 77);
+        silent(&format!("{{\"items\": [], \"nextPageToken\": \"{v}\", \"total\": 3}}"));
+        silent(&format!("continuation_token = \"{v}\""));
+        fires(&format!("{{\"api_token\": \"{v}\"}}"), "generic-api-key", &v);
+    }
+
+    #[test]
+    fn tokens_at_the_end_of_a_sentence() {
+        let t = format!("dckr_pat_{}", rand(ALNUM, 27, 5));
+        fires(&format!("Here is the key you asked for: {t}."), "docker-hub-pat", &t);
+        fires(&format!("Use {t}. It expires tomorrow."), "docker-hub-pat", &t);
     }
 
     #[test]

@@ -17,9 +17,9 @@
 //! | `variation-selector-run` | 2+ consecutive variation selectors (data smuggled in selectors) | High |
 //! | `confusable-mixed-script` | a word mixing ASCII letters with Cyrillic/Greek/fullwidth/mathematical look-alikes | Medium |
 
-use crate::finding::{Category, Confidence, Direction, Finding, Scanner};
+use crate::finding::{Category, Confidence, Direction, Finding, LiteralHit, Scanner};
 use crate::normalize::{
-    is_bidi_control, is_combining, is_confusable, is_tag, is_variation_selector, is_zero_width, tag_runs,
+    Prepared, is_bidi_control, is_combining, is_confusable, is_tag, is_variation_selector, is_zero_width, tag_runs,
 };
 use std::borrow::Cow;
 use std::ops::Range;
@@ -242,7 +242,23 @@ impl Scanner for HiddenText {
         "hidden_text"
     }
 
+    fn scan_prepared(
+        &self,
+        input: &Prepared<'_>,
+        _hits: Option<&[LiteralHit]>,
+        direction: Direction,
+        out: &mut Vec<Finding>,
+    ) {
+        if !input.is_ascii() {
+            self.scan(input.text(), direction, out);
+        }
+    }
+
     fn scan(&self, text: &str, _direction: Direction, out: &mut Vec<Finding>) {
+        // Every character this scanner reports is outside ASCII.
+        if text.is_ascii() {
+            return;
+        }
         for run in tag_runs(text) {
             push(out, "unicode-tag-smuggling", Confidence::High, run.span);
         }

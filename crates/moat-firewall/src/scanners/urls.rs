@@ -28,8 +28,9 @@
 //! Spans cover the whole URL for host rules and the userinfo or parameter
 //! value for `credentials-in-url` (the whole URL when it was percent-encoded).
 
-use crate::finding::{Category, Confidence, Direction, Finding, Scanner};
-use crate::normalize::{Normalized, normalize};
+use crate::finding::{Category, Confidence, Direction, Finding, LiteralHit, Scanner};
+use crate::normalize::{Normalized, Prepared};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use std::borrow::Cow;
 use std::net::Ipv6Addr;
@@ -169,7 +170,52 @@ pub struct Urls {
     scheme: Option<Regex>,
     schemeless: Option<Regex>,
     bare: Option<Regex>,
+    /// Literals one of which every candidate contains (see [`ANCHORS`]).
+    prefilter: Option<AhoCorasick>,
+    /// The literals of [`ANCHORS`].
+    literals: Vec<&'static str>,
 }
+
+/// What a prefilter hit needs around it to be a possible candidate.
+#[derive(Clone, Copy)]
+enum Check {
+    /// Nothing more.
+    None,
+    /// `//` must be followed by a host-ish byte (as in [`SCHEMELESS_RE`]).
+    Schemeless,
+    /// `[` must open a bracketed IPv6-ish literal.
+    Bracket,
+    /// `<digit>.` must sit in a dotted run with at least three dots.
+    Dotted,
+}
+
+/// The prefilter: every URL candidate and every bare address the scanner
+/// looks at contains one of these (ASCII case-insensitive), with the check
+/// passing. The scheme separator (`:` or `%3a`, then `/`, `\` or their
+/// escapes), scheme-less `//`, bracketed IPv6, dotted IPv4, and the bare host
+/// names of [`BARE_RE`].
+const ANCHORS: &[(&str, Check)] = &[
+    (":/", Check::None),
+    (":\\", Check::None),
+    (":%2f", Check::None),
+    (":%5c", Check::None),
+    ("%3a", Check::None),
+    ("//", Check::Schemeless),
+    ("[", Check::Bracket),
+    ("localhost:", Check::None),
+    ("metadata.goog", Check::None),
+    ("instance-data", Check::None),
+    ("0.", Check::Dotted),
+    ("1.", Check::Dotted),
+    ("2.", Check::Dotted),
+    ("3.", Check::Dotted),
+    ("4.", Check::Dotted),
+    ("5.", Check::Dotted),
+    ("6.", Check::Dotted),
+    ("7.", Check::Dotted),
+    ("8.", Check::Dotted),
+    ("9.", Check::Dotted),
+];
 
 impl Default for Urls {
     fn default() -> Self {
@@ -196,7 +242,51 @@ impl Urls {
     /// Compiles the URL patterns. Infallible: the patterns are constants
     /// checked by the unit tests.
     pub fn new() -> Self {
-        Urls { scheme: build(SCHEME_RE), schemeless: build(SCHEMELESS_RE), bare: build(BARE_RE) }
+        let prefilter = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
+            .match_kind(MatchKind::Standard)
+            .build(ANCHORS.iter().map(|(a, _)| a))
+            .ok();
+        let literals = ANCHORS.iter().map(|(a, _)| *a).collect();
+        Urls { scheme: build(SCHEME_RE), schemeless: build(SCHEMELESS_RE), bare: build(BARE_RE), prefilter, literals }
+    }
+
+    /// Whether `text` (normalised, or raw plain text) may hold a URL
+    /// candidate or a bare address.
+    fn may_match(&self, text: &[u8]) -> bool {
+        let Some(ac) = &self.prefilter else { return true };
+        let mut hits = ac.find_overlapping_iter(text).map(|m| LiteralHit {
+            literal: m.pattern().as_usize(),
+            start: m.start(),
+            end: m.end(),
+        });
+        hits.any(|m| anchor_passes(text, m))
+    }
+}
+
+/// Whether the prefilter hit `m` in `text` passes its [`Check`]. Bounded
+/// work per hit, so the prefilter is linear.
+fn anchor_passes(text: &[u8], m: LiteralHit) -> bool {
+    let check = ANCHORS.get(m.literal).map_or(Check::None, |a| a.1);
+    match check {
+        Check::None => true,
+        Check::Schemeless => text.get(m.end).is_some_and(|&b| b.is_ascii_alphanumeric() || matches!(b, b'[' | b'%')),
+        Check::Bracket => {
+            let inner = text.get(m.end..).unwrap_or(&[]);
+            let n =
+                inner.iter().take(65).take_while(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'%')).count();
+            (2..=64).contains(&n) && inner.get(n) == Some(&b']')
+        }
+        Check::Dotted => {
+            let dot = m.end - 1;
+            let in_run = |b: &&u8| b.is_ascii_digit() || **b == b'.';
+            let before = text.get(dot.saturating_sub(16)..dot).unwrap_or(&[]);
+            let left = before.iter().rev().take_while(in_run).filter(|b| **b == b'.').count();
+            let after = text.get(dot..(dot + 17).min(text.len())).unwrap_or(&[]);
+            let right = after.iter().take_while(in_run).filter(|b| **b == b'.').count();
+            left + right >= 3
+        }
     }
 }
 
@@ -551,8 +641,39 @@ impl Scanner for Urls {
     }
 
     fn scan(&self, text: &str, direction: Direction, out: &mut Vec<Finding>) {
-        let n = normalize(text);
+        self.scan_prepared(&Prepared::new(text), None, direction, out);
+    }
+
+    fn literals(&self) -> &[&'static str] {
+        &self.literals
+    }
+
+    fn scan_prepared(
+        &self,
+        input: &Prepared<'_>,
+        hits: Option<&[LiteralHit]>,
+        direction: Direction,
+        out: &mut Vec<Finding>,
+    ) {
+        // Plain text normalises to itself modulo case and whitespace runs, so
+        // the prefilter runs on the raw bytes (usually in the engine's shared
+        // pass) and most strings are never normalised; other text is
+        // prefiltered after normalisation.
+        if input.is_plain() {
+            let raw = input.text().as_bytes();
+            let may = match hits {
+                Some(hits) => hits.iter().any(|&m| anchor_passes(raw, m)),
+                None => self.may_match(raw),
+            };
+            if !may {
+                return;
+            }
+        }
+        let n = input.normalized();
         let t = n.text.as_bytes();
+        if !input.is_plain() && !self.may_match(t) {
+            return;
+        }
         // URL candidates: (start of URL, start of authority, encoded).
         let mut cands: Vec<(usize, usize, bool)> = Vec::new();
         if let Some(re) = &self.scheme {
@@ -570,7 +691,7 @@ impl Scanner for Urls {
             }
         }
         cands.sort_unstable();
-        let mut ctx = Ctx { n: &n, text: t, out };
+        let mut ctx = Ctx { n, text: t, out };
         let mut url_spans: Vec<Range<usize>> = Vec::new();
         // Each candidate's window ends at the next candidate, so windows are
         // disjoint and the scan is linear (a URL nested in another's path or
@@ -584,6 +705,18 @@ impl Scanner for Urls {
             let end = tail.iter().position(|&b| stop(b)).map_or(limit, |p| auth + p);
             let raw = ctx.text.get(auth..end).unwrap_or(&[]);
             if raw.is_empty() {
+                continue;
+            }
+            if is_local_file(ctx.text.get(start..auth).unwrap_or(&[])) {
+                // MCP resources are often `file:///…` URIs: only system and
+                // credential paths count (any file in a request is worth
+                // logging).
+                if is_sensitive_path(raw) {
+                    ctx.emit("internal-address", Confidence::High, start..end);
+                } else if direction == Direction::Request {
+                    ctx.emit("internal-address", Confidence::Low, start..end);
+                }
+                url_spans.push(start..end);
                 continue;
             }
             if encoded {
@@ -600,6 +733,53 @@ impl Scanner for Urls {
             scan_bare(re, &mut ctx, &url_spans, direction);
         }
     }
+}
+
+/// Whether a scheme and its separator (`file:///`, `file:/`, `file%3a%2f%2f%2f`)
+/// start a URL to a file on the local machine: the `file` scheme without an
+/// authority (one or three slashes; `file://host/…` names a remote host and
+/// is classified like any other).
+fn is_local_file(scheme_and_separator: &[u8]) -> bool {
+    let Some(sep) = scheme_and_separator.strip_prefix(b"file") else { return false };
+    let sep = sep.strip_prefix(b":").or_else(|| sep.strip_prefix(b"%3a")).unwrap_or(sep);
+    let slashes = sep.iter().filter(|&&b| b == b'/' || b == b'\\').count()
+        + sep.windows(3).filter(|w| *w == b"%2f" || *w == b"%5c").count();
+    slashes != 2
+}
+
+/// System and credential locations (lowercase, without the leading `/`, as
+/// the text after a local `file:` separator): `etc/passwd`, `proc/self/environ`,
+/// `home/u/.ssh/id_rsa`, `c:/windows/win.ini`.
+fn is_sensitive_path(path: &[u8]) -> bool {
+    const ROOTS: &[&[u8]] = &[
+        b"etc/",
+        b"proc/",
+        b"sys/",
+        b"root/",
+        b"boot/",
+        b"dev/",
+        b"var/run/",
+        b"run/secrets",
+        b"private/etc/",
+        b"c:/windows",
+        b"c:\\windows",
+        b"c|/windows",
+    ];
+    const ANYWHERE: &[&[u8]] = &[
+        b"/.ssh/",
+        b"/.aws/",
+        b"/.kube/",
+        b"/.docker/",
+        b"/.gnupg/",
+        b"/.config/gcloud",
+        b"/.git-credentials",
+        b"/.netrc",
+        b"/.env",
+        b"/.npmrc",
+        b"/.pypirc",
+    ];
+    let path = path.strip_prefix(b"/").unwrap_or(path);
+    ROOTS.iter().any(|r| path.starts_with(r)) || ANYWHERE.iter().any(|a| path.windows(a.len()).any(|w| w == *a))
 }
 
 fn scan_bare(re: &Regex, ctx: &mut Ctx<'_>, url_spans: &[Range<usize>], direction: Direction) {
@@ -762,6 +942,10 @@ mod tests {
             "http://localtest.me/",
             "http://app.127.0.0.1.sslip.io/",
             "http://10-0-0-1.nip.io/",
+            "file:///etc/passwd",
+            "read file:/etc/shadow now",
+            "FILE:///C:/Windows/win.ini",
+            "file:///home/dev/.ssh/id_rsa",
         ] {
             assert!(rules(u).contains(&"internal-address".to_string()), "{u}: {:?}", rules(u));
         }
@@ -821,6 +1005,19 @@ mod tests {
         ] {
             assert!(!rules(u).contains(&"credentials-in-url".into()), "{u}: {:?}", rules(u));
         }
+    }
+
+    #[test]
+    fn local_files() {
+        // A resource URI in a result is not a finding; in a request, Low.
+        assert!(scan_dir("file:///srv/data/report.txt", Direction::Response).is_empty());
+        let f = scan_dir("file:///srv/data/report.txt", Direction::Request);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].confidence, Confidence::Low);
+        let f = scan_dir("see file:///etc/passwd", Direction::Description);
+        assert_eq!(f[0].confidence, Confidence::High);
+        // `file://host/…` names a host.
+        assert!(scan_dir("file://fileserver.example.com/share/x", Direction::Request).is_empty());
     }
 
     #[test]

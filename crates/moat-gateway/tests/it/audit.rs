@@ -7,18 +7,24 @@ use moat_store::AuditResult;
 use serde_json::json;
 
 const SECRET: &str = "sk-live-7f3a9c1e5b2d8f4a6c0e9b7d5f3a1c8e";
+const VALUE: &str = "quartz-lantern-meadow-argument";
 
 #[tokio::test]
 async fn mcp_calls_are_audited_without_argument_values() {
     let gw = Gw::start().await;
     gw.add_fake("alpha", &[]).await;
-    let r = gw.call_tool("alpha__echo", json!({ "api_key": SECRET, "nested": { "token": SECRET } })).await;
+    let r = gw.call_tool("alpha__echo", json!({ "note": VALUE, "nested": { "ref": VALUE } })).await;
     // The upstream did get the value (it echoes it back).
-    assert!(r.text().contains(SECRET), "{}", r.text());
-    let r = gw.modern("/mcp", "prompts/get", json!({ "name": "alpha__greet", "arguments": { "who": SECRET } })).await;
-    assert!(r.text().contains(SECRET), "{}", r.text());
-    let r = gw.modern("/mcp", "tools/call", json!({ "name": "nosuch__echo", "arguments": { "k": SECRET } })).await;
+    assert!(r.text().contains(VALUE), "{}", r.text());
+    let r = gw.modern("/mcp", "prompts/get", json!({ "name": "alpha__greet", "arguments": { "who": VALUE } })).await;
+    assert!(r.text().contains(VALUE), "{}", r.text());
+    let r = gw.modern("/mcp", "tools/call", json!({ "name": "nosuch__echo", "arguments": { "k": VALUE } })).await;
     assert!(r.json().get("error").is_some());
+    // A secret in the arguments: the firewall blocks the call (secrets in
+    // requests: block), and says so without echoing it.
+    let r = gw.call_tool("alpha__echo", json!({ "api_key": SECRET })).await;
+    assert_eq!(r.rpc_code(), Some(-32003), "{}", r.text());
+    assert!(!r.text().contains(SECRET) && r.rpc_message().contains("secret"), "{}", r.text());
 
     let events = gw
         .audit("mcp.", |evs| {
@@ -41,12 +47,17 @@ async fn mcp_calls_are_audited_without_argument_values() {
         .unwrap_or_else(|| panic!("no failed mcp.tools/call event: {events:?}"));
     assert_eq!(failed.metadata["error_code"], -32602);
 
+    let blocked = gw.audit("firewall.", |evs| evs.iter().any(|e| e.action == "firewall.block")).await;
+    let block = blocked.iter().find(|e| e.action == "firewall.block").expect("a firewall.block event");
+    assert_eq!(block.metadata["direction"], "request", "{block:?}");
+    assert_eq!(block.metadata["findings"][0]["category"], "secret", "{block:?}");
+
     // No event at all (auth ones included) carries an argument value.
     let all = gw.audit("", |_| true).await;
     assert!(all.len() >= events.len());
     for ev in &all {
         let text = serde_json::to_string(ev).unwrap();
-        assert!(!text.contains(SECRET), "an audit event carries an argument value: {text}");
+        assert!(!text.contains(SECRET) && !text.contains(VALUE), "an audit event carries an argument value: {text}");
         assert!(!text.contains(&gw.key), "an audit event carries the API key: {text}");
     }
     gw.finish().await;

@@ -46,9 +46,13 @@ fn http_fixture() -> (Guard, u16) {
     (Guard(child), port)
 }
 
+/// The fixture servers. The firewall runs in shadow mode: the fixture reports
+/// fingerprints of what it received in fields named like secrets (`TOKEN`),
+/// which the firewall would otherwise redact, and the leak checks below must
+/// hold by the vault's own exact-value redaction, not by the firewall's.
 fn servers_toml(marker: &str, http_port: Option<u16>) -> String {
     let mut t = format!(
-        "[[servers]]\nname = \"envsrv\"\ncommand = [\"python3\", {:?}, \"stdio\", \"{marker}-env\"]\n\n",
+        "[firewall]\nmode = \"shadow\"\n\n[[servers]]\nname = \"envsrv\"\ncommand = [\"python3\", {:?}, \"stdio\", \"{marker}-env\"]\n\n",
         fixture().display().to_string()
     );
     if let Some(p) = http_port {
