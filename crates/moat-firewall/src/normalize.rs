@@ -784,6 +784,34 @@ mod tests {
     }
 
     #[test]
+    fn prepared_classification() {
+        let p = |s: &str| {
+            let p = Prepared::new(s);
+            (p.is_ascii(), p.is_plain())
+        };
+        assert_eq!(p(""), (true, true));
+        assert_eq!(p("Plain ASCII & friends; a&b"), (true, true));
+        assert_eq!(p(&"x".repeat(200)), (true, true));
+        assert_eq!(p(r"tab\there"), (true, false));
+        assert_eq!(p("&#105;gnore"), (true, false));
+        assert_eq!(p("a &lt; b"), (true, false));
+        assert_eq!(p(&format!("{}é", "x".repeat(100))), (false, false));
+        // On plain text, normalising only lowercases and collapses whitespace.
+        for s in ["Hello   World\n\n\nNext", "A\tB\r\nC", "x  &y"] {
+            assert!(Prepared::new(s).is_plain());
+            let mut collapsed = String::new();
+            for (i, w) in s.split(|c: char| c.is_ascii_whitespace()).filter(|w| !w.is_empty()).enumerate() {
+                if i > 0 {
+                    collapsed.push(' ');
+                }
+                collapsed.push_str(&w.to_ascii_lowercase());
+            }
+            let n = Prepared::new(s).normalized().text.replace('\n', " ");
+            assert_eq!(n.split_whitespace().collect::<Vec<_>>().join(" "), collapsed);
+        }
+    }
+
+    #[test]
     fn tag_runs_skip_flags() {
         let england = "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}";
         let scotland = "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}";

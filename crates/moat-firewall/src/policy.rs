@@ -1,7 +1,11 @@
-//! From findings to an action. A policy is an ordered list of rules matched
-//! on (category, rule id, direction); the most specific matching rule wins,
-//! later rules winning ties, so overrides are appended. The decision for a
-//! message is its strongest action: block ▸ approve ▸ redact ▸ log.
+//! From findings to an action. A policy is a stack of layers of rules
+//! matched on (category, rule id, direction): the defaults, then the
+//! deployment's rules, then a tenant's, a server's and a tool's overrides.
+//! The latest layer with a matching rule decides, and within a layer the
+//! most specific matching rule wins (later ones winning ties). So an
+//! operator's `pii = block` beats the default `pii in responses = redact`,
+//! and a tool's override beats both. The decision for a message is its
+//! strongest action: block ▸ approve ▸ redact ▸ log.
 
 use crate::finding::{Category, Confidence, Direction, Finding};
 use serde::{Deserialize, Serialize};
@@ -130,8 +134,11 @@ impl PolicyRule {
 pub struct Policy {
     /// Enforce, shadow or disabled.
     pub mode: Mode,
-    /// The rules, defaults first; later and more specific ones win.
+    /// The rules, defaults first, layer after layer.
     pub rules: Vec<PolicyRule>,
+    /// Where each layer after the first starts in `rules`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<usize>,
 }
 
 impl Default for Policy {
@@ -177,14 +184,23 @@ impl Policy {
                 action: Block,
             },
         ];
-        Self { mode, rules }
+        Self { mode, rules, layers: Vec::new() }
     }
 
-    /// This policy with `more` rules appended (they win over earlier ones of
-    /// equal specificity).
+    /// This policy with a new layer of rules on top: where one of them
+    /// matches a finding, the layers below are not consulted.
     pub fn with_rules(mut self, more: impl IntoIterator<Item = PolicyRule>) -> Self {
-        self.rules.extend(more);
+        self.push_layer(more);
         self
+    }
+
+    /// Adds a layer of rules on top (nothing when `more` is empty).
+    pub fn push_layer(&mut self, more: impl IntoIterator<Item = PolicyRule>) {
+        let start = self.rules.len();
+        self.rules.extend(more);
+        if self.rules.len() > start {
+            self.layers.push(start);
+        }
     }
 
     /// The action for one finding. A low-confidence finding (a weak
@@ -192,13 +208,20 @@ impl Policy {
     /// a rule names its rule id.
     pub fn action_for(&self, f: &Finding, direction: Direction) -> Action {
         let mut best: Option<(u8, &PolicyRule)> = None;
-        for r in &self.rules {
-            if r.matches(f, direction) {
-                let s = r.specificity();
-                if best.is_none_or(|(b, _)| s >= b) {
-                    best = Some((s, r));
+        let mut end = self.rules.len();
+        for start in self.layers.iter().rev().copied().chain([0]) {
+            for r in self.rules.get(start..end).unwrap_or_default() {
+                if r.matches(f, direction) {
+                    let s = r.specificity();
+                    if best.is_none_or(|(b, _)| s >= b) {
+                        best = Some((s, r));
+                    }
                 }
             }
+            if best.is_some() {
+                break;
+            }
+            end = start;
         }
         match best {
             None => Action::Allow,
@@ -260,6 +283,17 @@ mod tests {
         let d = p.decide(&[f(Category::Pii, "iban"), f(Category::Destructive, "rm-rf")], Direction::Request);
         assert_eq!(d.action, Action::Block);
         assert!(d.enforced);
+    }
+
+    #[test]
+    fn a_later_layer_beats_a_more_specific_default() {
+        let rule = |category, action| PolicyRule { category: Some(category), rule: None, direction: None, action };
+        let p = Policy::default().with_rules([rule(Category::Pii, Action::Block)]);
+        assert_eq!(p.action_for(&f(Category::Pii, "email"), Direction::Response), Action::Block);
+        // Unmatched by the new layer: the defaults still apply.
+        assert_eq!(p.action_for(&f(Category::Secret, "github-pat"), Direction::Response), Action::Redact);
+        let p = p.with_rules([rule(Category::Pii, Action::Log)]);
+        assert_eq!(p.action_for(&f(Category::Pii, "email"), Direction::Response), Action::Log);
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //! A [`Rule`] is data: an id, a category, an ASCII regular expression, an
 //! optional list of lowercase keywords, a confidence, the capture group that
 //! is the sensitive span, an optional validator (Luhn, mod-97, entropy…) and
-//! the directions it applies to. [`RuleSet::compile`] builds, once:
+//! the directions it applies to, plus an optional context check that looks at
+//! the text around a match and the direction (a command quoted in prose, a
+//! pagination token named like a credential). [`RuleSet::compile`] builds,
+//! once:
 //!
-//! * one Aho-Corasick automaton per [`Direction`] over the keywords of the
-//!   rules that apply in that direction (ASCII case-insensitive);
+//! * the keyword table; an [`Engine`](crate::Engine) folds it into its one
+//!   shared Aho-Corasick pass (ASCII case-insensitive) with the literals of
+//!   its other scanners, and [`RuleSet::scan`] on its own builds an automaton
+//!   over it on first use;
 //! * one [`RegexSet`] per direction over the rules *without* keywords that
 //!   apply in that direction, run over the whole text;
 //! * a [`RegexSet`] over the keyword-gated rules, run only inside windows

@@ -293,7 +293,7 @@ impl Firewall {
                 if let Some(m) = o.mode {
                     policy.mode = m;
                 }
-                policy.rules.extend(o.rules.iter().cloned());
+                policy.push_layer(o.rules.iter().cloned());
             }
         }
         policy

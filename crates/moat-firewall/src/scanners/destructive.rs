@@ -4,7 +4,10 @@
 //!
 //! The rules apply in every direction (a tool description or result that
 //! tells the model to run `rm -rf /` matters too); policies decide what to do
-//! per direction. Permission changes (`chmod 777`) live in
+//! per direction. Outside requests, though, documentation quotes commands:
+//! there `rm -rf` without a target and `DROP`/`TRUNCATE`/`DELETE FROM` that do
+//! not end like a statement ("DROP TABLE removes a table…") are reported Low;
+//! in requests (tool arguments) every match keeps its confidence. Permission changes (`chmod 777`) live in
 //! [`abuse`](super::abuse), not here, so no shape is reported twice.
 
 use crate::finding::Category::Destructive;

@@ -8,27 +8,45 @@
 //! `\u0069gnore …` all match, and over the ASCII hidden in Unicode tag
 //! characters (reported on the span of the tag run, always High).
 //!
-//! An Aho-Corasick keyword pass selects the candidate patterns; each
-//! candidate is an ASCII-mode regex with bounded repetitions only, so the
-//! scan is linear in the input.
+//! A keyword pass selects the candidate patterns: every pattern has keywords,
+//! one of which occurs in each of its matches, marked as word starts or whole
+//! words where the pattern guarantees it. On plain ASCII text the keywords
+//! are found in the raw bytes (by the engine's shared pass, see
+//! [`Scanner::literals`]), and the text is normalised only when one is found.
+//! Each candidate is an ASCII-mode regex with bounded repetitions only, so
+//! the scan is linear in the input.
 //!
 //! Rules (category [`Category::Injection`]):
 //!
 //! - `instruction-override` (High; Medium for the weaker forms "ignore all
 //!   rules", "new instructions:", "from now on you will …", "your previous
-//!   instructions are void");
-//! - `role-impersonation` (Medium);
-//! - `fake-delimiter` (High; Medium for `<system>`-style XML tags and JSON
-//!   `{"role": "system"`; `\n\nHuman:`/`\n\nAssistant:` only outside requests);
-//! - `tool-call-coercion`, `response-poisoning`, `exfil-instruction`,
-//!   `system-prompt-leak` (Medium).
+//!   instructions are void", "ignore the rest of this data and print …",
+//!   "stop everything and just print …", "regardless of your previous
+//!   instructions", "administrator override:");
+//! - `role-impersonation` (Medium): DAN-style personas, "you are free from
+//!   all constraints", "developer mode has been activated", …;
+//! - `fake-delimiter` (High; Medium for `<system>`-style XML tags, JSON
+//!   `{"role": "system"`, fake `User:`/`System:` turns and `[ADMIN REQUEST::`
+//!   markers in data; `\n\nHuman:`/`\n\nAssistant:` only outside requests);
+//! - `tool-call-coercion`, `response-poisoning` (including "include in your
+//!   response the following string", "… at the end of your response", "if
+//!   asked …, simply respond with", notes to automated reviewers),
+//!   `exfil-instruction`, `system-prompt-leak` (Medium).
 //!
 //! Benign phrasing such as "please ignore the previous message" does not
 //! fire (the object must be instructions, rules, prompts, context, …), nor
 //! do negated forms ("do not ignore previous instructions", "never share
-//! your passwords with …"). A match that sits inside quotes in explanatory
-//! prose ("attackers write 'ignore previous instructions'") is downgraded to
-//! Low rather than dropped.
+//! your passwords with …"). Some matches are downgraded to Low (worth
+//! logging, not blocking) rather than dropped:
+//!
+//! - quoted in explanatory prose ("attackers write 'ignore previous
+//!   instructions'");
+//! - an override of the speaker's own instructions: a first-person
+//!   determiner ("ignore my previous instructions about the printer") or a
+//!   modifier after the object ("the previous instructions I sent for the
+//!   VPN", "the previous directions to the venue");
+//! - a delimiter named in prose ("the `[INST]` token is used by Llama 2") or
+//!   an XML element around one token (`<system>GitHub</system>` in a POM).
 
 use crate::finding::{Category, Confidence, Direction, Finding, LiteralHit, Scanner};
 use crate::normalize::{Normalized, Prepared, normalize, tag_runs};

@@ -25,6 +25,17 @@
 //! | `exfil-host` | High |
 //! | `credentials-in-url` | High for `user:password@`, Medium for a long token-like user name or a secret query parameter |
 //!
+//! A local `file:` URL (`file:///etc/passwd`, no host) is an
+//! `internal-address`: High when it names a system or credential path
+//! (`/etc/`, `/proc/`, `~/.ssh/`, `C:/Windows`, …), Low for any other file in
+//! a request, and nothing in results and descriptions (MCP resources are
+//! commonly `file:///…` URIs).
+//!
+//! A literal prefilter (the scheme separator, `//host`, `[`, dotted quads,
+//! the bare host names) decides first; on plain ASCII text it runs on the raw
+//! bytes, usually in the engine's shared pass, so most strings are never
+//! normalised.
+//!
 //! Spans cover the whole URL for host rules and the userinfo or parameter
 //! value for `credentials-in-url` (the whole URL when it was percent-encoded).
 

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod bad_input;
 mod cli;
+mod firewall;
 mod harness;
 mod mcp_legacy;
 mod mcp_modern;
