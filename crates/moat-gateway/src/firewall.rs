@@ -170,13 +170,34 @@ pub struct Firewall {
     store: Store,
     audit: AuditSink,
     tenants: RwLock<HashMap<TenantId, Arc<TenantRules>>>,
-    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    waiters: Mutex<Waiters>,
     hidden: RwLock<HashMap<(TenantId, ServerId), HiddenSet>>,
 }
 
 impl std::fmt::Debug for Firewall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Firewall").field("mode", &self.opts.policy.mode).finish_non_exhaustive()
+    }
+}
+
+/// The calls held in this process: approval id → (tenant, wake-up handle).
+type Waiters = HashMap<String, (TenantId, Arc<Notify>)>;
+
+/// Calls one tenant may have held at once in one process; more are denied
+/// at once, so that a looping agent cannot pile up waiting calls.
+const MAX_HELD_PER_TENANT: usize = 64;
+
+/// Removes a held call's wake-up handle when its wait ends.
+struct Waiting<'a> {
+    waiters: &'a Mutex<Waiters>,
+    id: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(self.id);
+        }
     }
 }
 
@@ -401,8 +422,16 @@ impl Firewall {
         announce: impl FnOnce(&str),
     ) -> Result<String, String> {
         let timeout = self.opts.approval_timeout;
-        let expires_at = now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
         let what = subject_words(subject);
+        let held = self.waiters.lock().map(|w| w.values().filter(|(t, _)| t == subject.tenant).count()).unwrap_or(0);
+        if held >= MAX_HELD_PER_TENANT {
+            tracing::warn!(tenant = %subject.tenant, held, "too many calls held for approval; denying another");
+            return Err(format!(
+                "moat firewall: {what} needs an admin's approval, but {held} calls of this tenant are already \
+                 waiting for one; the call was denied"
+            ));
+        }
+        let expires_at = now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
         let approval = self
             .store
             .create_approval(
@@ -431,8 +460,11 @@ impl Firewall {
         announce(&id);
         let notify = Arc::new(Notify::new());
         if let Ok(mut w) = self.waiters.lock() {
-            w.insert(id.clone(), notify.clone());
+            w.insert(id.clone(), (subject.tenant.clone(), notify.clone()));
         }
+        // Unregistered however the wait ends, also when the client goes away
+        // and this future is dropped (the sweeper then expires the approval).
+        let waiting = Waiting { waiters: &self.waiters, id: &id };
         let deadline = tokio::time::Instant::now() + timeout;
         let status = loop {
             tokio::select! {
@@ -471,9 +503,7 @@ impl Firewall {
                 };
             }
         };
-        if let Ok(mut w) = self.waiters.lock() {
-            w.remove(&id);
-        }
+        drop(waiting);
         match status {
             ApprovalStatus::Approved => Ok(id),
             ApprovalStatus::Denied => {
@@ -504,7 +534,7 @@ impl Firewall {
             self.store.approve_tool(tenant, &record.server_id, kind, name, hash).await?;
             self.forget_server(tenant, &record.server_id);
         }
-        if let Some(n) = self.waiters.lock().ok().and_then(|w| w.get(id).cloned()) {
+        if let Some((_, n)) = self.waiters.lock().ok().and_then(|w| w.get(id).cloned()) {
             n.notify_one();
         }
         Ok(record)

@@ -130,9 +130,29 @@ const ALL_KEYS: &[&str] =
 /// `"limit": 100000`, `"per_page": -1`, `"all": true`. The finding's span is
 /// empty (`0..0`): it concerns the member, not a string.
 pub fn structural(key: &str, value: &serde_json::Value) -> Option<Finding> {
-    let normal = key.to_ascii_lowercase().replace('-', "_");
-    let normal = normal.as_str();
-    let rule = if PAGE_KEYS.contains(&normal) || PAGE_KEYS.contains(&normal.replace('_', "").as_str()) {
+    // Only numbers and `true` can be findings; every request member comes
+    // through here, so decide that first and normalise the key on the stack.
+    let number = matches!(value, serde_json::Value::Number(_));
+    if !number && value != &serde_json::Value::Bool(true) {
+        return None;
+    }
+    let mut buf = [0u8; 32];
+    let key = key.as_bytes();
+    if key.len() > buf.len() {
+        return None;
+    }
+    for (d, &b) in buf.iter_mut().zip(key) {
+        *d = if b == b'-' { b'_' } else { b.to_ascii_lowercase() };
+    }
+    let normal = std::str::from_utf8(&buf[..key.len()]).ok()?;
+    let mut squeezed = [0u8; 32];
+    let mut n = 0;
+    for &b in normal.as_bytes().iter().filter(|&&b| b != b'_') {
+        squeezed[n] = b;
+        n += 1;
+    }
+    let squeezed = std::str::from_utf8(&squeezed[..n]).ok()?;
+    let rule = if PAGE_KEYS.contains(&normal) || PAGE_KEYS.contains(&squeezed) {
         match value {
             serde_json::Value::Number(n) if n.as_i64().is_some_and(|v| v < 0 && normal != "count") => {
                 "pagination-bypass"
@@ -234,5 +254,8 @@ mod tests {
         assert!(structural("limit", &json!(50)).is_none());
         assert!(structural("all", &json!(false)).is_none());
         assert!(structural("id", &json!(1_000_000)).is_none());
+        assert!(structural("LIMIT", &json!(1_000_000)).is_some());
+        assert!(structural("limit", &json!("1000000")).is_none());
+        assert!(structural(&"x".repeat(40), &json!(1_000_000)).is_none());
     }
 }
