@@ -326,6 +326,22 @@ impl Firewall {
         self.policy_for(&rules, server, tool)
     }
 
+    /// Scans the params of an upstream notification or request (sampling,
+    /// elicitation) in the response direction, leaving their protocol
+    /// members ([`PROTOCOL_KEYS`]) alone.
+    pub async fn inspect_notification(&self, subject: &Subject<'_>, params: &mut Value) -> Verdict {
+        let Some(obj) = params.as_object_mut() else {
+            return self.inspect(subject, params, Direction::Response).await;
+        };
+        let kept: Vec<(String, Value)> =
+            PROTOCOL_KEYS.iter().filter_map(|k| obj.shift_remove(*k).map(|v| ((*k).to_owned(), v))).collect();
+        let verdict = self.inspect(subject, params, Direction::Response).await;
+        if let Some(obj) = params.as_object_mut() {
+            obj.extend(kept);
+        }
+        verdict
+    }
+
     /// Scans `value` in `direction` and, in enforce mode, redacts in place
     /// what the policy says to redact. Records the decision when anything
     /// was found. The caller applies block and approve.
@@ -983,10 +999,15 @@ impl crate::upstreams::UpstreamFilter for Firewall {
                 request_id: None,
                 source_addr: None,
             };
-            self.inspect(&subject, params, Direction::Response).await.enforced() < Action::Approve
+            self.inspect_notification(&subject, params).await.enforced() < Action::Approve
         })
     }
 }
+
+/// Members of a notification's params that carry protocol state, not
+/// content: never scanned, so never redacted (a `progressToken` would match
+/// a "token" assignment rule, and the client could no longer correlate it).
+const PROTOCOL_KEYS: &[&str] = &["progressToken", "requestId", "progress", "total", "_meta"];
 
 #[cfg(test)]
 mod tests {

@@ -362,7 +362,7 @@ fn relay_server_requests(ctx: &CallCtx, server: &str) -> Option<mpsc::Sender<Ser
                     request_id: None,
                     source_addr: None,
                 };
-                let verdict = app.firewall.inspect(&s, p, Direction::Response).await;
+                let verdict = app.firewall.inspect_notification(&s, p).await;
                 if verdict.enforced() >= Action::Approve {
                     let message = firewall::blocked_response(&s, &verdict);
                     let _ = req.reply.send(Err(err(code::FORBIDDEN, message)));
@@ -667,7 +667,7 @@ async fn call_upstream(
                         request_id: None,
                         source_addr: None,
                     };
-                    if app.firewall.inspect(&s, &mut params, Direction::Response).await.enforced() >= Action::Approve {
+                    if app.firewall.inspect_notification(&s, &mut params).await.enforced() >= Action::Approve {
                         continue;
                     }
                     if downstream.send(Message::notification(method, Some(params))).await.is_err() {

@@ -202,7 +202,10 @@ async fn a_dead_upstream_fails_only_its_own_calls() {
 #[tokio::test]
 async fn progress_is_relayed_on_a_stream_before_the_result() {
     let gw = two_servers().await;
-    let params = json!({ "name": "beta__progress", "arguments": { "n": 3 }, "_meta": { "progressToken": "tok-7" } });
+    // A random-looking token, as SDKs make them: the firewall must not take
+    // `progressToken: <high entropy>` for a leaked secret.
+    const TOKEN: &str = "a3f9c2e17b5d4e8f9a0c6b2d1e7f3a5c";
+    let params = json!({ "name": "beta__progress", "arguments": { "n": 3 }, "_meta": { "progressToken": TOKEN } });
     let body = rpc(4, "tools/call", modern_params(params));
     let r = gw.send(modern_request("/mcp", &gw.key, &body, "application/json, text/event-stream")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -214,7 +217,7 @@ async fn progress_is_relayed_on_a_stream_before_the_result() {
     assert_eq!(notes.len(), 3, "{messages:?}");
     for (i, n) in notes.iter().enumerate() {
         assert_eq!(n["method"], "notifications/progress");
-        assert_eq!(n["params"]["progressToken"], "tok-7", "the client's own token: {n}");
+        assert_eq!(n["params"]["progressToken"], TOKEN, "the client's own token: {n}");
         assert_eq!(n["params"]["progress"], i + 1);
     }
     gw.finish().await;
