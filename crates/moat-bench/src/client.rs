@@ -98,6 +98,20 @@ pub struct Endpoint {
     pub bearer: Option<String>,
 }
 
+/// How sessions talk.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionOptions {
+    /// The protocol era.
+    pub era: Era,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Send `Accept: application/json, text/event-stream` (what the spec
+    /// requires of clients); `false` sends `Accept: application/json` only,
+    /// which lets a server that would stream a `tools/call` answer with
+    /// plain JSON instead (a diagnostic).
+    pub accept_sse: bool,
+}
+
 /// One client session.
 #[derive(Debug)]
 pub struct Session {
@@ -112,17 +126,19 @@ pub struct Session {
 impl Session {
     /// Opens a session: a fresh HTTP client, and in the legacy era the
     /// `initialize` handshake.
-    pub async fn connect(endpoint: &Endpoint, era: Era, timeout: Duration) -> Result<Self, CallError> {
+    pub async fn connect(endpoint: &Endpoint, opts: SessionOptions) -> Result<Self, CallError> {
+        let era = opts.era;
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1)
-            .timeout(timeout)
+            .timeout(opts.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CallError::Transport(error_chain(&e)))?;
         let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        let accept = if opts.accept_sse { "application/json, text/event-stream" } else { "application/json" };
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(token) = &endpoint.bearer {
             let mut v = HeaderValue::from_str(&format!("Bearer {token}"))

@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{CallError, Endpoint, Era, Session};
+use crate::client::{CallError, Endpoint, Era, Session, SessionOptions};
 use crate::procfs;
 
 /// Highest latency the histograms hold (µs); longer ones are clamped.
@@ -52,6 +52,8 @@ pub struct LoadConfig {
     pub era: Era,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Accept `text/event-stream` answers (see [`SessionOptions`]).
+    pub accept_sse: bool,
 }
 
 /// A system under test.
@@ -174,8 +176,7 @@ pub async fn run(cfg: &LoadConfig, targets: &[Target], watched: &[Watched]) -> R
     if cfg.rounds == 0 {
         return Err(LoadError::Invalid("at least one round is needed".into()));
     }
-    let text_json: Arc<str> =
-        serde_json::to_string(&cfg.text).map_err(|e| LoadError::Invalid(e.to_string()))?.into();
+    let text_json: Arc<str> = serde_json::to_string(&cfg.text).map_err(|e| LoadError::Invalid(e.to_string()))?.into();
     let text: Arc<str> = cfg.text.clone().into();
 
     let mut pools = Vec::with_capacity(targets.len());
@@ -244,8 +245,8 @@ async fn connect_all(target: &Target, cfg: &LoadConfig) -> Result<Vec<Session>, 
     let mut set = JoinSet::new();
     for _ in 0..cfg.clients {
         let endpoint = target.endpoint.clone();
-        let (era, timeout) = (cfg.era, cfg.timeout);
-        set.spawn(async move { Session::connect(&endpoint, era, timeout).await });
+        let opts = SessionOptions { era: cfg.era, timeout: cfg.timeout, accept_sse: cfg.accept_sse };
+        set.spawn(async move { Session::connect(&endpoint, opts).await });
     }
     let mut sessions = Vec::with_capacity(cfg.clients);
     while let Some(joined) = set.join_next().await {

@@ -293,7 +293,9 @@ fn call_tool(id: &RawValue, params: &Params, modern: bool) -> Response {
     let arg = |key: &str| params.arguments.as_ref().and_then(|a| a.get(key));
     match params.name.as_deref() {
         Some("echo") => match arg("text").and_then(Value::as_str) {
-            Some(text) => success(id, CallResult { content: [TextContent { kind: "text", text }], is_error: false, result_type }),
+            Some(text) => {
+                success(id, CallResult { content: [TextContent { kind: "text", text }], is_error: false, result_type })
+            }
             None => success(
                 id,
                 CallResult {
@@ -306,7 +308,10 @@ fn call_tool(id: &RawValue, params: &Params, modern: bool) -> Response {
         Some("add") => match (arg("a").and_then(Value::as_f64), arg("b").and_then(Value::as_f64)) {
             (Some(a), Some(b)) => {
                 let text = (a + b).to_string();
-                success(id, CallResult { content: [TextContent { kind: "text", text: &text }], is_error: false, result_type })
+                success(
+                    id,
+                    CallResult { content: [TextContent { kind: "text", text: &text }], is_error: false, result_type },
+                )
             }
             _ => success(
                 id,
@@ -317,9 +322,10 @@ fn call_tool(id: &RawValue, params: &Params, modern: bool) -> Response {
                 },
             ),
         },
-        Some("noop") => {
-            success(id, CallResult { content: [TextContent { kind: "text", text: "ok" }], is_error: false, result_type })
-        }
+        Some("noop") => success(
+            id,
+            CallResult { content: [TextContent { kind: "text", text: "ok" }], is_error: false, result_type },
+        ),
         _ => failure(StatusCode::OK, Some(id), -32602, "Unknown tool"),
     }
 }

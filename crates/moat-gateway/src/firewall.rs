@@ -46,6 +46,10 @@ pub struct FirewallOptions {
     pub max_description_bytes: usize,
     /// Rug-pull handling.
     pub changed_tools: ChangedTools,
+    /// The largest call arguments or result, in bytes, before an
+    /// `oversized-payload` exfiltration finding (tenants may set one per
+    /// server or tool).
+    pub payload_budget: usize,
 }
 
 impl Default for FirewallOptions {
@@ -55,9 +59,13 @@ impl Default for FirewallOptions {
             approval_timeout: Duration::from_secs(300),
             max_description_bytes: 4096,
             changed_tools: ChangedTools::Hide,
+            payload_budget: DEFAULT_PAYLOAD_BUDGET,
         }
     }
 }
+
+/// The default payload budget: 1 MiB.
+pub const DEFAULT_PAYLOAD_BUDGET: usize = 1 << 20;
 
 /// One override of a tenant, parsed.
 struct Override {
@@ -65,6 +73,7 @@ struct Override {
     tool: String,
     mode: Option<Mode>,
     rules: Vec<PolicyRule>,
+    budget: Option<usize>,
 }
 
 /// A tenant's overrides and, when it has patterns of its own, its engine.
@@ -280,7 +289,8 @@ impl Firewall {
                 Vec::new()
             });
             let mode = p.mode.as_deref().and_then(|m| m.parse::<Mode>().ok());
-            overrides.push(Override { server: p.server, tool: p.tool, mode, rules });
+            let budget = p.budget_bytes.and_then(|b| usize::try_from(b).ok());
+            overrides.push(Override { server: p.server, tool: p.tool, mode, rules, budget });
         }
         // Tenant first, then servers, then tools: later ones win.
         overrides.sort_by_key(|o| (!o.server.is_empty(), !o.tool.is_empty()));
@@ -306,7 +316,15 @@ impl Firewall {
     }
 
     fn policy_for(&self, rules: &TenantRules, server: &str, tool: Option<&str>) -> Policy {
+        self.scope_for(rules, server, tool).0
+    }
+
+    /// The policy and the payload budget for one tool of one server: the
+    /// deployment's, then the tenant's, the server's and the tool's
+    /// overrides.
+    fn scope_for(&self, rules: &TenantRules, server: &str, tool: Option<&str>) -> (Policy, usize) {
         let mut policy = self.opts.policy.clone();
+        let mut budget = self.opts.payload_budget;
         for o in &rules.overrides {
             let applies =
                 (o.server.is_empty() || o.server == server) && (o.tool.is_empty() || tool.is_some_and(|t| t == o.tool));
@@ -314,10 +332,13 @@ impl Firewall {
                 if let Some(m) = o.mode {
                     policy.mode = m;
                 }
+                if let Some(b) = o.budget {
+                    budget = b;
+                }
                 policy.push_layer(o.rules.iter().cloned());
             }
         }
-        policy
+        (policy, budget)
     }
 
     /// The policy in force for one tool of one server of a tenant.
@@ -347,13 +368,18 @@ impl Firewall {
     /// was found. The caller applies block and approve.
     pub async fn inspect(&self, subject: &Subject<'_>, value: &mut Value, direction: Direction) -> Verdict {
         let rules = self.tenant(subject.tenant).await;
-        let policy = self.policy_for(&rules, subject.server, subject.tool);
+        let (policy, budget) = self.scope_for(&rules, subject.server, subject.tool);
         if policy.mode == Mode::Disabled {
             return Verdict::clean(Mode::Disabled);
         }
         let engine = rules.engine.as_deref().unwrap_or(&self.engine);
         let started = Instant::now();
-        let found = engine.scan_json(value, direction);
+        let mut found = engine.scan_json(value, direction);
+        if matches!(subject.method, "tools/call" | "resources/read" | "prompts/get")
+            && let Some(f) = moat_firewall::scanners::exfil::oversized(payload_size(value), budget)
+        {
+            found.push(JsonFinding { pointer: String::new(), in_key: false, finding: f });
+        }
         if found.is_empty() {
             return Verdict::clean(policy.mode);
         }
@@ -371,7 +397,9 @@ impl Firewall {
                 confidence: j.finding.confidence,
                 action,
             });
-            if action == Action::Redact {
+            // A size cannot be redacted: an oversized payload is logged,
+            // held or blocked.
+            if action == Action::Redact && j.finding.rule != "oversized-payload" {
                 to_redact.push(j);
             }
         }
@@ -1001,6 +1029,18 @@ impl crate::upstreams::UpstreamFilter for Firewall {
             };
             self.inspect_notification(&subject, params).await.enforced() < Action::Approve
         })
+    }
+}
+
+/// About how many bytes `v` takes as JSON: string and key lengths plus
+/// punctuation, without serialising it (linear, no allocation).
+fn payload_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| payload_size(x) + 1).sum::<usize>(),
+        Value::Object(o) => 2 + o.iter().map(|(k, x)| k.len() + 4 + payload_size(x)).sum::<usize>(),
     }
 }
 

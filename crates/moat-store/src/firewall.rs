@@ -150,13 +150,31 @@ pub struct FirewallPolicyRecord {
     pub tool: String,
     /// `enforce`, `shadow` or `disabled`; none keeps the inherited mode.
     pub mode: Option<String>,
-    /// Policy rules appended to the inherited ones (JSON array).
+    /// Policy rules layered over the inherited ones (JSON array).
     #[schema(value_type = Vec<Object>)]
     pub rules: Value,
+    /// The largest request or result, in bytes, before an `oversized-payload`
+    /// exfiltration finding; none keeps the inherited budget.
+    pub budget_bytes: Option<i64>,
     /// Who set it.
     pub updated_by: Option<String>,
     /// When, unix milliseconds.
     pub updated_at: i64,
+}
+
+/// What a firewall override sets (see [`FirewallPolicyRecord`]).
+#[derive(Clone, Copy, Debug)]
+pub struct FirewallOverride<'a> {
+    /// A server name, or empty for every server.
+    pub server: &'a str,
+    /// A tool of that server, or empty for all.
+    pub tool: &'a str,
+    /// `enforce`, `shadow` or `disabled`; none keeps the inherited mode.
+    pub mode: Option<&'a str>,
+    /// Policy rules (JSON array).
+    pub rules: &'a Value,
+    /// Payload budget in bytes; none keeps the inherited one.
+    pub budget_bytes: Option<i64>,
 }
 
 /// A tenant's own detection pattern.
@@ -445,7 +463,7 @@ impl Store {
     pub async fn list_firewall_policies(&self, tenant: &TenantId) -> Result<Vec<FirewallPolicyRecord>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         let rows = sqlx::query(
-            "SELECT id, tenant_id, server, tool, mode, rules, updated_by, updated_at FROM firewall_policies \
+            "SELECT id, tenant_id, server, tool, mode, rules, budget_bytes, updated_by, updated_at FROM firewall_policies \
              WHERE tenant_id = $1 ORDER BY server, tool",
         )
         .bind(tenant.as_str())
@@ -461,6 +479,7 @@ impl Store {
                     tool: r.try_get("tool")?,
                     mode: r.try_get("mode")?,
                     rules: json(r, "rules")?,
+                    budget_bytes: r.try_get("budget_bytes")?,
                     updated_by: r.try_get("updated_by")?,
                     updated_at: r.try_get("updated_at")?,
                 })
@@ -472,28 +491,29 @@ impl Store {
     pub async fn put_firewall_policy(
         &self,
         tenant: &TenantId,
-        server: &str,
-        tool: &str,
-        mode: Option<&str>,
-        rules: &Value,
+        o: FirewallOverride<'_>,
         by: Option<&str>,
     ) -> Result<(), StoreError> {
-        if server.is_empty() && !tool.is_empty() {
+        if o.server.is_empty() && !o.tool.is_empty() {
             return Err(StoreError::Invalid("a tool override needs its server".into()));
+        }
+        if o.budget_bytes.is_some_and(|b| b <= 0) {
+            return Err(StoreError::Invalid("a payload budget must be positive".into()));
         }
         let mut tx = self.tenant_tx(tenant).await?;
         sqlx::query(
-            "INSERT INTO firewall_policies (id, tenant_id, server, tool, mode, rules, updated_by, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (tenant_id, server, tool) DO UPDATE SET mode = $5, rules = $6, updated_by = $7, \
-             updated_at = $8",
+            "INSERT INTO firewall_policies (id, tenant_id, server, tool, mode, rules, budget_bytes, updated_by, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (tenant_id, server, tool) DO UPDATE SET mode = $5, rules = $6, budget_bytes = $7, \
+             updated_by = $8, updated_at = $9",
         )
         .bind(new_id())
         .bind(tenant.as_str())
-        .bind(server)
-        .bind(tool)
-        .bind(mode)
-        .bind(to_json(rules)?)
+        .bind(o.server)
+        .bind(o.tool)
+        .bind(o.mode)
+        .bind(to_json(o.rules)?)
+        .bind(o.budget_bytes)
         .bind(by)
         .bind(now_ms())
         .execute(&mut *tx)

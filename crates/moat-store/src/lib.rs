@@ -106,7 +106,8 @@ pub use audit::{AuditEvent, AuditQuery, AuditResult, DEFAULT_AUDIT_LIMIT, MAX_AU
 pub use credentials::{CredentialFilter, CredentialRecord, NewCredential, SealedCredential, credential_slot};
 pub use error::StoreError;
 pub use firewall::{
-    ApprovalKind, ApprovalRecord, ApprovalStatus, FirewallPatternRecord, FirewallPolicyRecord, NewApproval, ToolPin,
+    ApprovalKind, ApprovalRecord, ApprovalStatus, FirewallOverride, FirewallPatternRecord, FirewallPolicyRecord,
+    NewApproval, ToolPin,
 };
 pub use keys::{ApiKeyRecord, AuthKeyRecord, NewApiKey};
 pub use servers::{NewServer, ServerRecord, ServerSource, Transport};

@@ -480,20 +480,21 @@ pub async fn approval(remote: &Remote, verb: ApprovalVerb) -> anyhow::Result<()>
 /// `moat firewall policy|pattern …`.
 pub async fn firewall(remote: &Remote, verb: FirewallVerb) -> anyhow::Result<()> {
     let c = Client::new(remote)?;
-    const POLICY_COLUMNS: &[&str] = &["server", "tool", "mode", "rules", "updated_at"];
+    const POLICY_COLUMNS: &[&str] = &["server", "tool", "mode", "rules", "budget_bytes", "updated_at"];
     match verb {
         FirewallVerb::Policy { verb: FirewallPolicyVerb::List } => {
             let mut v = c.call(Method::GET, "/firewall/policies", None, &[]).await?;
             humanise_times(remote, &mut v, &["updated_at"]);
             out(remote, &v, Some(POLICY_COLUMNS));
         }
-        FirewallVerb::Policy { verb: FirewallPolicyVerb::Set { server, tool, mode, rules } } => {
+        FirewallVerb::Policy { verb: FirewallPolicyVerb::Set { server, tool, mode, rules, budget_bytes } } => {
             let rules = rules
                 .iter()
                 .map(|r| crate::cli::parse_rule(r))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow!(e))?;
-            let body = json!({ "server": server, "tool": tool, "mode": mode, "rules": rules });
+            let body =
+                json!({ "server": server, "tool": tool, "mode": mode, "rules": rules, "budget_bytes": budget_bytes });
             let mut v = c.call(Method::PUT, "/firewall/policies", Some(body), &[]).await?;
             humanise_times(remote, &mut v, &["updated_at"]);
             out(remote, &v, Some(POLICY_COLUMNS));

@@ -300,6 +300,10 @@ pub enum FirewallPolicyVerb {
         /// `secret:aws-access-key@request=block`, `@response=log`.
         #[arg(long = "rule", value_name = "RULE")]
         rules: Vec<String>,
+        /// Largest call arguments or result in bytes before an
+        /// `oversized-payload` exfiltration finding.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        budget_bytes: Option<i64>,
     },
     /// Remove an override.
     #[command(alias = "remove")]

@@ -31,6 +31,7 @@
 //! | `firewall.approval_timeout_s` | `MOAT_FIREWALL_APPROVAL_TIMEOUT_S` | |
 //! | `firewall.max_description_bytes` | `MOAT_FIREWALL_MAX_DESCRIPTION_BYTES` | |
 //! | `firewall.rug_pull` (`hide` or `flag`) | `MOAT_FIREWALL_RUG_PULL` | |
+//! | `firewall.payload_budget_bytes` | `MOAT_FIREWALL_PAYLOAD_BUDGET_BYTES` | |
 //! | `[[firewall.rules]]` (category, rule, direction, action) | | |
 //! | `upstream.call_timeout_ms` | `MOAT_UPSTREAM_CALL_TIMEOUT_MS` | |
 //! | `upstream.max_concurrency` | `MOAT_UPSTREAM_MAX_CONCURRENCY` | |
@@ -108,6 +109,7 @@ struct RawFirewall {
     approval_timeout_s: Option<u64>,
     max_description_bytes: Option<u64>,
     rug_pull: Option<String>,
+    payload_budget_bytes: Option<u64>,
     #[serde(default)]
     rules: Vec<RawFirewallRule>,
 }
@@ -223,6 +225,8 @@ pub struct Config {
     pub approval_timeout: Duration,
     /// Longest tool, resource or prompt description passed on.
     pub max_description_bytes: usize,
+    /// Largest call arguments or result before an `oversized-payload` finding.
+    pub payload_budget: usize,
     /// A tool whose description changed after approval: hidden until
     /// re-approved (`true`, the default) or only flagged.
     pub hide_changed_tools: bool,
@@ -577,6 +581,16 @@ fn validate(
         .unwrap_or(4096),
     )
     .unwrap_or(4096);
+    let payload_budget = usize::try_from(
+        number(
+            raw.firewall.payload_budget_bytes,
+            "MOAT_FIREWALL_PAYLOAD_BUDGET_BYTES",
+            "firewall.payload_budget_bytes",
+            1,
+        )?
+        .unwrap_or(1 << 20),
+    )
+    .unwrap_or(usize::MAX);
     let hide_changed_tools = match pick(raw.firewall.rug_pull, "MOAT_FIREWALL_RUG_PULL", None, "") {
         None => true,
         Some((v, src)) => match v.as_str() {
@@ -699,6 +713,7 @@ fn validate(
         firewall_policy,
         approval_timeout,
         max_description_bytes,
+        payload_budget,
         hide_changed_tools,
         call_timeout,
         upstream_max_concurrency,

@@ -221,6 +221,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
                 policy: cfg.firewall_policy.clone(),
                 approval_timeout: cfg.approval_timeout,
                 max_description_bytes: cfg.max_description_bytes,
+                payload_budget: cfg.payload_budget,
                 changed_tools: if cfg.hide_changed_tools {
                     moat_gateway::firewall::ChangedTools::Hide
                 } else {

@@ -14,7 +14,9 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use moat_firewall::{Mode, PolicyRule};
-use moat_store::{ApprovalKind, ApprovalRecord, ApprovalStatus, FirewallPatternRecord, FirewallPolicyRecord};
+use moat_store::{
+    ApprovalKind, ApprovalRecord, ApprovalStatus, FirewallOverride, FirewallPatternRecord, FirewallPolicyRecord,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -217,6 +219,11 @@ pub(crate) struct PutPolicyBody {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     rules: Vec<Value>,
+    /// The largest call arguments or result, in bytes, before an
+    /// `oversized-payload` exfiltration finding; absent keeps the inherited
+    /// budget (1 MiB unless the deployment sets another).
+    #[schema(minimum = 1)]
+    budget_bytes: Option<i64>,
 }
 
 /// Which override to remove.
@@ -271,7 +278,8 @@ pub(crate) async fn list_policies(
     request_body = PutPolicyBody,
     responses(
         (status = 200, description = "the tenant's overrides after the change", body = [FirewallPolicyRecord]),
-        (status = 400, description = "an unknown mode, category, direction or action", body = ApiErrorBody),
+        (status = 400, description = "an unknown mode, category, direction or action, or a budget below 1",
+            body = ApiErrorBody),
         (status = 401, description = "missing or invalid credentials", body = RpcError,
             headers(("WWW-Authenticate" = String, description = "a `Bearer` challenge with `resource_metadata`"))),
         (status = 403, description = "not an admin or owner key, or another tenant without the operator's key",
@@ -316,9 +324,18 @@ pub(crate) async fn put_policy(
     }
     let rules_json = serde_json::to_value(&rules).unwrap_or(Value::Array(Vec::new()));
     let by = a.principal.user_id.to_string();
-    app.store.put_firewall_policy(&a.tenant, &server, &tool, body.mode.as_deref(), &rules_json, Some(&by)).await?;
+    let o = FirewallOverride {
+        server: &server,
+        tool: &tool,
+        mode: body.mode.as_deref(),
+        rules: &rules_json,
+        budget_bytes: body.budget_bytes,
+    };
+    app.store.put_firewall_policy(&a.tenant, o, Some(&by)).await?;
     app.firewall.forget_tenant(&a.tenant);
-    let meta = json!({ "server": server, "tool": tool, "mode": body.mode, "rules": rules.len() });
+    let meta = json!({
+        "server": server, "tool": tool, "mode": body.mode, "rules": rules.len(), "budget_bytes": body.budget_bytes,
+    });
     audit(&app, &a, "firewall.policy.set", scope_resource(&server, &tool), meta).await;
     Ok(Json(app.store.list_firewall_policies(&a.tenant).await?).into_response())
 }

@@ -51,6 +51,7 @@ CREATE TABLE firewall_policies (
     tool        TEXT    NOT NULL DEFAULT '',
     mode        TEXT    CHECK (mode IS NULL OR mode IN ('enforce', 'shadow', 'disabled')),
     rules       TEXT    NOT NULL DEFAULT '[]',
+    budget_bytes INTEGER CHECK (budget_bytes IS NULL OR budget_bytes > 0),
     updated_by  TEXT,
     updated_at  INTEGER NOT NULL,
     UNIQUE (tenant_id, server, tool),

@@ -3,8 +3,14 @@
 
 use crate::harness::{Ctx, seed};
 use moat_core::TenantId;
-use moat_store::{ApprovalKind, ApprovalStatus, NewApproval, NewServer, ServerRecord, Store, StoreError};
-use serde_json::json;
+use moat_store::{
+    ApprovalKind, ApprovalStatus, FirewallOverride, NewApproval, NewServer, ServerRecord, Store, StoreError,
+};
+use serde_json::{Value, json};
+
+fn ov<'a>(server: &'a str, tool: &'a str, mode: Option<&'a str>, rules: &'a Value) -> FirewallOverride<'a> {
+    FirewallOverride { server, tool, mode, rules, budget_bytes: None }
+}
 
 async fn server(s: &Store, tenant: &TenantId) -> ServerRecord {
     s.create_server(tenant, NewServer::stdio("files", vec!["fs".into()])).await.unwrap()
@@ -93,15 +99,27 @@ pub async fn policies_and_patterns(ctx: Ctx) {
     let s = &ctx.store;
     let (t, _) = seed(s, "acme").await;
     let rules = json!([{"category": "pii", "action": "redact"}]);
-    s.put_firewall_policy(&t.id, "", "", Some("shadow"), &json!([]), Some("admin")).await.unwrap();
-    s.put_firewall_policy(&t.id, "files", "write", None, &rules, None).await.unwrap();
-    s.put_firewall_policy(&t.id, "files", "write", Some("enforce"), &rules, None).await.unwrap();
-    assert!(matches!(s.put_firewall_policy(&t.id, "", "write", None, &rules, None).await, Err(StoreError::Invalid(_))));
+    s.put_firewall_policy(&t.id, ov("", "", Some("shadow"), &json!([])), Some("admin")).await.unwrap();
+    s.put_firewall_policy(&t.id, ov("files", "write", None, &rules), None).await.unwrap();
+    s.put_firewall_policy(
+        &t.id,
+        FirewallOverride { budget_bytes: Some(4096), ..ov("files", "write", Some("enforce"), &rules) },
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.put_firewall_policy(&t.id, ov("", "write", None, &rules), None).await,
+        Err(StoreError::Invalid(_))
+    ));
     let all = s.list_firewall_policies(&t.id).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!((all[0].server.as_str(), all[0].mode.as_deref()), ("", Some("shadow")));
     assert_eq!((all[1].tool.as_str(), all[1].mode.as_deref()), ("write", Some("enforce")));
     assert_eq!(all[1].rules, rules);
+    assert_eq!((all[0].budget_bytes, all[1].budget_bytes), (None, Some(4096)));
+    let zero = FirewallOverride { budget_bytes: Some(0), ..ov("files", "", None, &rules) };
+    assert!(matches!(s.put_firewall_policy(&t.id, zero, None).await, Err(StoreError::Invalid(_))));
     s.delete_firewall_policy(&t.id, "files", "write").await.unwrap();
     assert!(matches!(s.delete_firewall_policy(&t.id, "files", "write").await, Err(StoreError::NotFound)));
 
@@ -121,7 +139,7 @@ pub async fn isolation(ctx: Ctx) {
     let (b, _) = seed(s, "globex").await;
     let srv = server(s, &a.id).await;
     let approval = s.create_approval(&a.id, call(&srv, None)).await.unwrap();
-    s.put_firewall_policy(&a.id, "", "", Some("shadow"), &json!([]), None).await.unwrap();
+    s.put_firewall_policy(&a.id, ov("", "", Some("shadow"), &json!([])), None).await.unwrap();
     s.add_firewall_pattern(&a.id, "emp", "pii", "EMP", None).await.unwrap();
     s.see_tool(&a.id, &srv.id, "tool", "search", "h1").await.unwrap();
 

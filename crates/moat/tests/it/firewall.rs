@@ -72,6 +72,29 @@ async fn overrides_and_patterns_change_decisions_at_once() {
     let r = echo(&moat, &k, json!({ "who": "EMP-123456" })).await;
     assert!(r.text.contains("EMP-123456"), "{}", r.text);
 
+    // A payload budget for one tool: larger arguments are an exfiltration
+    // finding, here blocked.
+    moat.cli(&[
+        "firewall",
+        "policy",
+        "set",
+        "--server",
+        "alpha",
+        "--tool",
+        "echo",
+        "--budget-bytes",
+        "1000",
+        "--rule",
+        "exfiltration:oversized-payload=block",
+    ])
+    .ok();
+    let r = echo(&moat, &k, json!({ "note": "short" })).await;
+    assert!(r.text.contains("short"), "{}", r.text);
+    let r = echo(&moat, &k, json!({ "note": "lorem ipsum ".repeat(100) })).await;
+    assert_eq!(r.rpc_code(), Some(-32003), "{}", r.text);
+    assert!(r.text.contains("oversized-payload"), "{}", r.text);
+    moat.cli(&["firewall", "policy", "delete", "--server", "alpha", "--tool", "echo"]).ok();
+
     // Every change is audited.
     let audit = moat.cli(&["audit", "list", "--action", "firewall.", "--json"]).ok().json();
     let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
