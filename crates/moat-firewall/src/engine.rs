@@ -328,14 +328,21 @@ impl Engine {
         }
         self.triage(text, direction, scratch);
         let Scratch { findings: out, keyword_hits, literal_hits } = scratch;
-        self.rules.scan_with_keyword_hits(text, direction, keyword_hits, out);
+        // Without the shared automaton (nothing to look for, or it could not
+        // be built), every part finds its own keywords.
+        let shared = self.triage.is_some();
+        if shared {
+            self.rules.scan_with_keyword_hits(text, direction, keyword_hits, out);
+        } else {
+            self.rules.scan(text, direction, out);
+        }
         if !self.scanners.is_empty() {
             // One preparation (and at most one normalisation) shared by all
             // the extra scanners.
             let input = Prepared::new(text);
             for (i, scanner) in self.scanners.iter().enumerate() {
                 let from = out.len();
-                let hits = literal_hits.get(i).map(Vec::as_slice);
+                let hits = literal_hits.get(i).map(Vec::as_slice).filter(|_| shared);
                 scanner.scan_prepared(&input, hits, direction, out);
                 // Extra scanners are trusted code, but a bad span must not
                 // turn into a panic at redaction time.

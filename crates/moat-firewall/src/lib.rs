@@ -21,7 +21,7 @@ pub use rules::{CustomPattern, Rule, RuleSet};
 /// The engine with every scanner of this crate: the compiled rule set
 /// (secrets, PII, destructive commands, exfiltration, tool abuse) plus the
 /// code scanners for hidden text, prompt injection and URLs, each only when
-/// its category is enabled. Compiled once per process (about 50 ms).
+/// its category is enabled. Compiled once per process (about 50–70 ms).
 pub fn standard_engine(config: &EngineConfig) -> Result<Engine, FirewallError> {
     let engine = Engine::new(config.clone())?;
     let mut extra: Vec<Box<dyn Scanner>> = Vec::new();

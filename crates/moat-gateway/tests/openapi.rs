@@ -29,6 +29,13 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/credentials/{credential}", &["get", "delete"]),
     ("/api/v1/tenants/{tenant}/rotate-key", &["post"]),
     ("/api/v1/kek/rotate", &["post"]),
+    ("/api/v1/approvals", &["get"]),
+    ("/api/v1/approvals/{approval}", &["get"]),
+    ("/api/v1/approvals/{approval}/approve", &["post"]),
+    ("/api/v1/approvals/{approval}/deny", &["post"]),
+    ("/api/v1/firewall/policies", &["get", "put", "delete"]),
+    ("/api/v1/firewall/patterns", &["get", "post"]),
+    ("/api/v1/firewall/patterns/{pattern}", &["delete"]),
 ];
 
 /// Routes that act in a tenant picked by `?tenant=`.
@@ -57,6 +64,16 @@ const TENANT_SCOPED: &[(&str, &str)] = &[
     ("/api/v1/credentials", "post"),
     ("/api/v1/credentials/{credential}", "get"),
     ("/api/v1/credentials/{credential}", "delete"),
+    ("/api/v1/approvals", "get"),
+    ("/api/v1/approvals/{approval}", "get"),
+    ("/api/v1/approvals/{approval}/approve", "post"),
+    ("/api/v1/approvals/{approval}/deny", "post"),
+    ("/api/v1/firewall/policies", "get"),
+    ("/api/v1/firewall/policies", "put"),
+    ("/api/v1/firewall/policies", "delete"),
+    ("/api/v1/firewall/patterns", "get"),
+    ("/api/v1/firewall/patterns", "post"),
+    ("/api/v1/firewall/patterns/{pattern}", "delete"),
 ];
 
 fn op<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {
