@@ -5,13 +5,23 @@
 //! against storage and Argon2id (on the blocking pool, so a burst of bad
 //! keys cannot stall the async workers). See `moat_auth::keys` for the cache
 //! design. Access tokens from the OAuth server arrive with that issue.
+//!
+//! Argon2id is deliberately expensive (about 19 MiB and 10–20 ms of a core
+//! per verification), so misses are bounded twice: one verification at a
+//! time per key id (callers of the same key wait for it and then find it
+//! cached: when a busy key's cache entry expires, 64 sessions cost one
+//! verification, not 64), and at most one verification per core overall (a
+//! flood of well-formed wrong keys queues instead of exhausting memory).
 
 use crate::audit::AuditSink;
 use axum::http::HeaderMap;
 use moat_auth::{CachedKey, KeyCache};
 use moat_core::{AuthMethod, Principal, TenantId, now_ms};
 use moat_store::{AuditEvent, AuditResult, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Why a request is not authenticated. Every variant but `Unavailable`
 /// becomes 401; clients are told only "missing" or "invalid".
@@ -43,12 +53,41 @@ pub struct Authenticator {
     store: Store,
     cache: KeyCache<Principal>,
     audit: AuditSink,
+    /// Key ids being verified, each with the lock its callers queue on.
+    verifying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Argon2id verifications allowed at once.
+    argon: Semaphore,
+}
+
+/// Leaves the per-key queue; the last one out removes it.
+struct KeyTurn<'a> {
+    map: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    id: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for KeyTurn<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            // Ours and the map's: nobody else waits on it.
+            if Arc::strong_count(&self.lock) <= 2 {
+                m.remove(self.id);
+            }
+        }
+    }
 }
 
 impl Authenticator {
     /// A stage over `store` whose verification cache keeps entries for `ttl`.
     pub fn new(store: Store, audit: AuditSink, ttl: Duration) -> Result<Self, moat_auth::KeyError> {
-        Ok(Self { store, cache: KeyCache::new(10_000, ttl)?, audit })
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Ok(Self {
+            store,
+            cache: KeyCache::new(10_000, ttl)?,
+            audit,
+            verifying: Mutex::new(HashMap::new()),
+            argon: Semaphore::new(cores.max(1)),
+        })
     }
 
     /// Drops cached verifications of a key (revoke, regenerate).
@@ -114,6 +153,17 @@ impl Authenticator {
         if let Some(hit) = self.cache.get(token, now) {
             return Ok((hit.principal, false));
         }
+        // One verification per key id at a time; whoever waited may find
+        // the key cached by the one before.
+        let lock = match self.verifying.lock() {
+            Ok(mut m) => m.entry(parsed.public_id.to_owned()).or_default().clone(),
+            Err(_) => return Err((AuthFailure::Unavailable, None)),
+        };
+        let turn = KeyTurn { map: &self.verifying, id: parsed.public_id, lock };
+        let _queued = turn.lock.lock().await;
+        if let Some(hit) = self.cache.get(token, now_ms()) {
+            return Ok((hit.principal, false));
+        }
         let record = self
             .store
             .api_key_for_auth(parsed.public_id)
@@ -128,7 +178,10 @@ impl Authenticator {
         // not tell an attacker which public ids exist in which state.
         let hash = record.secret_hash.clone();
         let presented = token.to_owned();
-        let ok = tokio::task::spawn_blocking(move || moat_auth::verify_token(&presented, &hash)).await.unwrap_or(false);
+        let ok = {
+            let _permit = self.argon.acquire().await.map_err(|_| (AuthFailure::Unavailable, None))?;
+            tokio::task::spawn_blocking(move || moat_auth::verify_token(&presented, &hash)).await.unwrap_or(false)
+        };
         if !ok {
             return Err(known("wrong secret"));
         }

@@ -329,6 +329,13 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
         signal_state.shutdown.cancel();
         signal_state.sessions.close_all();
     };
+    // No Nagle delay: an SSE answer is several small writes, and waiting for
+    // the client's delayed ACK between them would cost ~40 ms per call.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app).with_graceful_shutdown(graceful).await.context("serving HTTP")?;
     state.pool.shutdown_all().await;
     drop(audit);

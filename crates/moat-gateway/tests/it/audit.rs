@@ -83,3 +83,21 @@ async fn metrics_count_mcp_calls_by_server() {
     assert!(!text.contains("echo\""), "tool names are not labels: {text}");
     gw.finish().await;
 }
+
+#[tokio::test]
+async fn concurrent_first_uses_of_a_key_verify_it_once() {
+    let gw = Gw::start().await;
+    let key = gw.new_key("burst").await;
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+    let meta = moat_gateway::authn::RequestMeta::default();
+    let all = futures::future::join_all((0..16).map(|_| gw.state.auth.authenticate(&headers, &meta))).await;
+    assert!(all.iter().all(Result::is_ok), "{all:?}");
+    // A fresh verification is audited as `auth.success`; the 15 callers that
+    // waited found the key cached instead of running Argon2id again.
+    let events = gw.audit("auth.success", |evs| !evs.is_empty()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let events = gw.audit("auth.success", |evs| evs.len() >= events.len()).await;
+    assert_eq!(events.len(), 1, "one Argon2id verification for 16 concurrent first uses: {events:?}");
+    gw.finish().await;
+}
