@@ -1720,6 +1720,103 @@ def build_benign_text() -> None:
             add("benign", "response", f"See {u} for details.", set_="urls")
 
 
+def wrap(text: str, width: int) -> str:
+    return "\n".join(text[i:i + width] for i in range(0, len(text), width))
+
+
+def build_benign_base64_text() -> None:
+    """Benign text carried as base64 (set `base64-text`): what the engine decodes must stay clean.
+
+    Kubernetes ConfigMaps and Secrets without credentials, MIME e-mail bodies
+    (wrapped at 76 columns), GitHub contents-API files (wrapped at 60),
+    pagination cursors (URL-safe JSON), SVG data URLs, and base64 of the docs
+    that quote injection phrases and destructive commands. Built last so that
+    the random stream of every earlier sample is unchanged.
+    """
+    configs = [
+        "server:\n  port: 8080\n  host: api.example.com\nlogging:\n  level: info\n",
+        "[database]\nhost = db.internal\nport = 5432\npool_size = 20\ntimeout_seconds = 30\n",
+        '{"feature_flags": {"dark_mode": true, "beta_search": false}, "region": "eu-west-1"}',
+        "LOG_LEVEL=debug\nCACHE_TTL=300\nMAX_UPLOAD_MB=25\nTZ=Europe/Berlin\n",
+        "retention_days: 30\nbackup_window: 02:00-04:00\nreplicas: 3\n",
+    ]
+    for _ in range(20):
+        conf = pick(configs)
+        name = pick(SERVICES)
+        text = (f"apiVersion: v1\nkind: {pick(['ConfigMap', 'Secret'])}\nmetadata:\n  name: {name}\ndata:\n"
+                f"  {pick(['config.yaml', 'app.ini', 'settings.json', '.env', 'backup.yaml'])}: {b64(conf.encode())}\n")
+        add("benign", "response", text, set_="base64-text")
+    for _ in range(20):
+        n = pick(FIRST).title()
+        body = "\n\n".join([pick(EMAIL_OPENERS).format(n=n), pick(EMAIL_BODIES).format(t=R.randint(1000, 99999)),
+                             pick(EMAIL_BODIES).format(t=R.randint(1000, 99999)),
+                             pick(EMAIL_CLOSERS).format(n=pick(FIRST).title())])
+        mime = (f"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
+                f"{wrap(b64(body.encode()), 76)}\n")
+        add("benign", "response", mime, set_="base64-text")
+    for _ in range(10):
+        readme = (f"# {pick(WORDS)}-{pick(SERVICES)}\n\n{pick(DOC_COVERS)}\n\n## Usage\n\n"
+                  f"{pick(TOOL_DESCRIPTIONS)}\n\n{pick(DESTRUCTIVE_DOCS)}\n")
+        doc = {"type": "file", "encoding": "base64", "path": "README.md", "size": len(readme),
+               "content": wrap(b64(readme.encode()), 60) + "\n"}
+        add("benign", "response", json.dumps(doc), set_="base64-text")
+    for _ in range(15):
+        cursor = b64url(json.dumps({"offset": R.randint(0, 5000), "limit": pick([20, 50, 100]),
+                                    "sort": pick(["created_at", "name", "-updated_at"])}).encode())
+        add("benign", pick(["response", "request"]), f"next_cursor={cursor}", set_="base64-text")
+    for _ in range(10):
+        svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{R.randint(16, 64)}" height="{R.randint(16, 64)}">'
+               f'<circle cx="8" cy="8" r="{R.randint(2, 8)}" fill="#{rs(HEX, 6)}"/>'
+               f'<title>{pick(WORDS)} status</title></svg>')
+        add("benign", "response", f"![icon](data:image/svg+xml;base64,{b64(svg.encode())})", set_="base64-text")
+    for _ in range(25):
+        doc = pick(INJECTION_DOCS + DESTRUCTIVE_DOCS + TOOL_DESCRIPTIONS + DOC_COVERS)
+        add("benign", pick(["response", "response", "description", "request"]),
+            f"{pick(['Attachment (base64): ', 'data:text/plain;base64,', 'content: '])}{b64(doc.encode())}",
+            set_="base64-text")
+
+
+def build_base64_variants(attacks: list[tuple[str, str]]) -> None:
+    """More base64 smuggling: wrapped at a fixed width, and URL-safe without padding.
+
+    `base64-wrapped`: injections inside a longer text, and secrets inside a
+    multi-line `.env`, encoded and wrapped as MIME and the `base64` tool do
+    (76 columns), as the GitHub contents API does (60, inside a JSON document
+    carried as text, so the line breaks are `\\n` escapes) or as a YAML block
+    scalar (64, indented). `base64url`: injections encoded URL-safe without
+    padding, in a URL parameter, a cursor or a JSON field. Built last so that
+    the random stream of every earlier sample is unchanged.
+    """
+    pool = [a for a in attacks if a[0] in ("instruction-override", "role-impersonation", "system-prompt-leak",
+                                           "exfil-instruction", "tool-call-coercion")]
+
+    def wrapped(data: bytes) -> str:
+        enc = b64(data)
+        style = R.randrange(3)
+        if style == 0:
+            return (f"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
+                    f"{wrap(enc, 76)}\n")
+        if style == 1:
+            return json.dumps({"type": "file", "encoding": "base64", "path": f"docs/{pick(WORDS)}.md",
+                               "content": wrap(enc, 60) + "\n"})
+        return f"{pick(SERVICES)}:\n  notes: |\n    " + wrap(enc, 64).replace("\n", "\n    ") + "\n"
+
+    for rule, attack in R.sample(pool, 30):
+        text = f"{pick(EMAIL_BODIES).format(t=R.randint(1000, 99999))} {attack} {pick(DOC_COVERS)}"
+        add("injection", pick(["response", "response", "description"]), wrapped(text.encode()), rules=[rule],
+            set_="mutated", mutation="base64-wrapped")
+    for rule, attack in R.sample(pool, 20):
+        enc = b64url(attack.encode())
+        text = pick([f"Redirecting to https://app.{pick(DOMAINS)}/callback?state={enc}&code={rs(ALNUM, 12)}",
+                     f"next_cursor={enc}", f"{{\"id\": {R.randint(1, 9999)}, \"memo\": \"{enc}\"}}"])
+        add("injection", pick(["response", "response", "description"]), text, rules=[rule], set_="mutated",
+            mutation="base64url")
+    for rule, gen, var in R.sample(SECRET_TOKENS, 20):
+        env = (f"APP_ENV=production\nLOG_LEVEL=info\nPUBLIC_URL=https://{pick(DOMAINS)}\n{var}={gen()}\n"
+               f"CACHE_TTL={R.randint(60, 3600)}\n")
+        add("secret", "response", wrapped(env.encode()), rules=[rule], mutation="base64-wrapped", source=GITLEAKS)
+
+
 # ---------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------
@@ -1775,6 +1872,8 @@ def render() -> str:
     build_benign_unicode()
     build_benign_text()
     build_benign_git_oneline()
+    build_benign_base64_text()
+    build_base64_variants(attacks)
     lines = []
     for s in SAMPLES:
         esc = s.pop("_escape_all")

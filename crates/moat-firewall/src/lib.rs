@@ -2,8 +2,12 @@
 //! value (tool arguments, results, errors, descriptions), and the findings
 //! they report. Pure: no I/O, no clock, no global state; the gateway turns
 //! findings into actions (block, redact, require approval, log).
+//!
+//! Text smuggled in base64 is decoded and scanned too (one level deep,
+//! bounded per string): see [`encoded`] and [`Engine::scan_str`].
 #![forbid(unsafe_code)]
 
+pub mod encoded;
 pub mod engine;
 pub mod error;
 pub mod finding;

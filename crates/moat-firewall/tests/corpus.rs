@@ -15,6 +15,11 @@
 //! depends on the corpus mix, so the false-positive rate over benign samples
 //! is reported too. Intervals are 95% Wilson score intervals.
 //!
+//! Base64-encoded positives (mutations `base64`, `base64-wrapped`,
+//! `base64url`), which the engine decodes, are left out of the per-class
+//! rows and reported in their own table, with the benign base64 sets
+//! (`base64`: random blobs; `base64-text`: base64 of benign text).
+//!
 //! Run with `cargo test -p moat-firewall --test corpus -- --nocapture` to see
 //! the tables; the test fails when a figure drops below its floor.
 
@@ -115,6 +120,14 @@ struct Sample {
     mutation: String,
     direction: Direction,
     payload: Value,
+}
+
+impl Sample {
+    /// Whether the payload is base64-encoded (mutations `base64`,
+    /// `base64-wrapped`, `base64url`).
+    fn is_base64(&self) -> bool {
+        self.mutation.starts_with("base64")
+    }
 }
 
 fn load() -> Vec<Sample> {
@@ -237,7 +250,10 @@ impl Row {
 /// recall ≥ 98% at precision ≥ 99%; injection recall ≥ 95% on templated
 /// attacks at ≤ 0.5% false positives on benign tool output; hidden Unicode
 /// 100% with zero false positives on emoji. The other floors sit just below
-/// the figures measured on 2026-11-23.
+/// the figures measured on 2026-11-23. Base64-smuggled injections and
+/// secrets (the `base64` mutation, decoded by the engine) have their own
+/// recall floor, and benign base64 (random blobs and base64 of benign text)
+/// its own false-positive ceiling.
 struct Floors;
 
 impl Floors {
@@ -255,7 +271,17 @@ impl Floors {
     const ABUSE_RECALL: f64 = 0.95;
     /// False-positive rate over all benign samples, for every class.
     const FP_RATE: f64 = 0.01;
+    /// Recall on base64-wrapped injections and secrets, each.
+    /// Per base64 mutation (`base64`, `base64-wrapped`, `base64url`) and
+    /// over all of them.
+    const BASE64_RECALL: f64 = 0.95;
+    /// Rate of benign base64 samples (sets `base64`, `base64-text`) with a
+    /// counted finding of any class.
+    const BASE64_FP_RATE: f64 = 0.01;
 }
+
+/// Benign sets made of base64: random blobs, and base64 of benign text.
+const BENIGN_BASE64_SETS: &[&str] = &["base64", "base64-text"];
 
 /// Writes every sample's findings as JSON lines (`MOAT_CORPUS_DUMP=path`), to
 /// study misses and false positives without a debugger.
@@ -304,13 +330,13 @@ fn corpus_detection_quality() {
     let mut report = String::new();
     let mut failures: Vec<String> = Vec::new();
 
-    // --- Per class (base64-wrapped payloads are reported separately) -------
+    // --- Per class (base64-encoded payloads are reported separately) -------
     let mut rows: Vec<Row> = Vec::new();
     let mut missed: BTreeMap<Class, Vec<String>> = BTreeMap::new();
     let mut false_pos: BTreeMap<Class, Vec<String>> = BTreeMap::new();
     for class in Class::ALL {
         let mut row = Row { class, recall: Tally::default(), benign: benign.len(), fp: 0, fp_low: 0 };
-        for s in scanned.iter().filter(|s| s.sample.mutation != "base64" && Class::of(&s.sample).contains(&class)) {
+        for s in scanned.iter().filter(|s| !s.sample.is_base64() && Class::of(&s.sample).contains(&class)) {
             let hit = s.hit(class);
             row.recall.add(hit);
             if !hit {
@@ -396,6 +422,59 @@ fn corpus_detection_quality() {
         let _ = writeln!(report, "| {label} | {mutation} | {} | {} | {sem} |", any.pos, pct(any.tp, any.pos));
     }
 
+    // --- Base64-smuggled payloads ------------------------------------------------
+    // Per class and mutation, and per class over every base64 mutation.
+    let mut base64_recall: BTreeMap<(Class, &str), Tally> = BTreeMap::new();
+    let mut base64_rules: BTreeMap<(Class, &str), Tally> = BTreeMap::new();
+    for s in scanned.iter().filter(|s| s.sample.is_base64()) {
+        if let Some(&class) = Class::of(&s.sample).first() {
+            for key in [(class, s.sample.mutation.as_str()), (class, "all")] {
+                base64_recall.entry(key).or_default().add(s.hit(class));
+                for rule in &s.sample.rules {
+                    let fired = s
+                        .findings
+                        .iter()
+                        .any(|f| f.finding.confidence >= Confidence::Medium && f.finding.rule == *rule);
+                    base64_rules.entry(key).or_default().add(fired);
+                }
+            }
+        }
+    }
+    let benign_base64: Vec<&Scanned> =
+        benign.iter().copied().filter(|s| BENIGN_BASE64_SETS.contains(&s.sample.set.as_str())).collect();
+    let base64_fp: Vec<String> = benign_base64
+        .iter()
+        .filter(|s| Class::ALL.iter().any(|&c| s.hit(c)))
+        .map(|s| s.describe(Class::Injection))
+        .collect();
+    let base64_fp_low = benign_base64.iter().filter(|s| !s.findings.is_empty()).count();
+    let _ = writeln!(report, "\n## Base64-smuggled payloads\n");
+    let _ = writeln!(report, "| class | mutation | samples | recall | expected rule fired |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- |");
+    for ((class, mutation), t) in &base64_recall {
+        let r = base64_rules.get(&(*class, *mutation)).map_or((0, 0), |r| (r.tp, r.pos));
+        let _ = writeln!(
+            report,
+            "| {} | {mutation} | {} | {} | {} / {} |",
+            class.name(),
+            t.pos,
+            pct(t.tp, t.pos),
+            r.0,
+            r.1
+        );
+    }
+    for set in BENIGN_BASE64_SETS {
+        let in_set: Vec<&&Scanned> = benign_base64.iter().filter(|s| s.sample.set == *set).collect();
+        let fp = in_set.iter().filter(|s| Class::ALL.iter().any(|&c| s.hit(c))).count();
+        let low = in_set.iter().filter(|s| !s.findings.is_empty()).count();
+        let _ = writeln!(
+            report,
+            "\nBenign `{set}` samples with a finding (any class): {fp} / {} = {} (incl. Low: {low})",
+            in_set.len(),
+            pct(fp, in_set.len())
+        );
+    }
+
     // --- Hidden unicode on emoji -----------------------------------------------
     let emoji_fp: Vec<String> =
         emoji.iter().filter(|s| s.hit_any(Class::HiddenUnicode)).map(|s| s.describe(Class::HiddenUnicode)).collect();
@@ -408,7 +487,7 @@ fn corpus_detection_quality() {
 
     // --- Expected rules ----------------------------------------------------------
     let mut by_rule: BTreeMap<&str, Tally> = BTreeMap::new();
-    for s in scanned.iter().filter(|s| s.sample.mutation != "base64") {
+    for s in scanned.iter().filter(|s| !s.sample.is_base64()) {
         for rule in &s.sample.rules {
             let fired =
                 s.findings.iter().any(|f| f.finding.confidence >= Confidence::Medium && f.finding.rule == *rule);
@@ -493,6 +572,28 @@ fn corpus_detection_quality() {
     );
     for r in &rows {
         floor(&format!("1 - {} FP rate", r.class.name()), 1.0 - ratio(r.fp, r.benign), 1.0 - Floors::FP_RATE);
+    }
+    for (&(class, mutation), t) in &base64_recall {
+        floor(&format!("{mutation} {} recall", class.name()), ratio(t.tp, t.pos), Floors::BASE64_RECALL);
+    }
+    for class in [Class::Injection, Class::Secret] {
+        floor(
+            &format!("{} has base64 samples", class.name()),
+            if base64_recall.contains_key(&(class, "all")) { 1.0 } else { 0.0 },
+            1.0,
+        );
+    }
+    floor(
+        "1 - FP rate on benign base64",
+        1.0 - ratio(base64_fp.len(), benign_base64.len()),
+        1.0 - Floors::BASE64_FP_RATE,
+    );
+    if !base64_fp.is_empty() {
+        println!(
+            "false positives on benign base64 ({}, incl. Low {base64_fp_low}): {}",
+            base64_fp.len(),
+            base64_fp.join("; ")
+        );
     }
     assert!(failures.is_empty(), "below the floors:\n{}", failures.join("\n"));
 }

@@ -1,7 +1,7 @@
 //! Suspicious URLs: known exfiltration hosts, credentials in URLs, internal
 //! and cloud-metadata addresses in all their encodings.
 //!
-//! The scanner runs over [`normalize`]d text (so fullwidth, `\u002f`-escaped,
+//! The scanner runs over [`normalize`](crate::normalize::normalize)d text (so fullwidth, `\u002f`-escaped,
 //! HTML-entity and zero-width-split URLs are seen as plain ASCII) and parses
 //! hosts itself, following WHATWG URL host parsing where it matters:
 //! percent-decoding, trailing dots, userinfo (`http://good.com@169.254.169.254/`
