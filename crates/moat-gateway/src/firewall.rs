@@ -64,6 +64,9 @@ impl Default for FirewallOptions {
     }
 }
 
+/// Resolved (server, tool) policies kept per tenant.
+const MAX_CACHED_SCOPES: usize = 4096;
+
 /// The default payload budget: 1 MiB.
 pub const DEFAULT_PAYLOAD_BUDGET: usize = 1 << 20;
 
@@ -82,6 +85,19 @@ struct TenantRules {
     patterns: Vec<(String, String, String)>,
     engine: Option<Arc<Engine>>,
     loaded: Instant,
+    /// Resolved policies per (server, tool), built on first use: the
+    /// request path reads them instead of layering the overrides (and
+    /// cloning the rules) on every call. Dropped with these rules.
+    scopes: Mutex<Scopes>,
+}
+
+/// Resolved scopes by (server, tool).
+type Scopes = HashMap<(String, Option<String>), Arc<Scope>>;
+
+/// The policy and payload budget in force for one tool of one server.
+struct Scope {
+    policy: Policy,
+    budget: usize,
 }
 
 /// Who and what a scan is about.
@@ -271,6 +287,7 @@ impl Firewall {
                         patterns: Vec::new(),
                         engine: None,
                         loaded: Instant::now() - TENANT_TTL,
+                        scopes: Mutex::default(),
                     }),
                 }
             }
@@ -312,17 +329,17 @@ impl Firewall {
                 }
             },
         };
-        Ok(TenantRules { overrides, patterns, engine, loaded: Instant::now() })
-    }
-
-    fn policy_for(&self, rules: &TenantRules, server: &str, tool: Option<&str>) -> Policy {
-        self.scope_for(rules, server, tool).0
+        Ok(TenantRules { overrides, patterns, engine, loaded: Instant::now(), scopes: Mutex::default() })
     }
 
     /// The policy and the payload budget for one tool of one server: the
     /// deployment's, then the tenant's, the server's and the tool's
-    /// overrides.
-    fn scope_for(&self, rules: &TenantRules, server: &str, tool: Option<&str>) -> (Policy, usize) {
+    /// overrides. Resolved once per (server, tool) while `rules` lives.
+    fn scope_for(&self, rules: &TenantRules, server: &str, tool: Option<&str>) -> Arc<Scope> {
+        let key = (server.to_owned(), tool.map(str::to_owned));
+        if let Some(hit) = rules.scopes.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return hit;
+        }
         let mut policy = self.opts.policy.clone();
         let mut budget = self.opts.payload_budget;
         for o in &rules.overrides {
@@ -338,13 +355,15 @@ impl Firewall {
                 policy.push_layer(o.rules.iter().cloned());
             }
         }
-        (policy, budget)
-    }
-
-    /// The policy in force for one tool of one server of a tenant.
-    pub async fn effective_policy(&self, tenant: &TenantId, server: &str, tool: Option<&str>) -> Policy {
-        let rules = self.tenant(tenant).await;
-        self.policy_for(&rules, server, tool)
+        let scope = Arc::new(Scope { policy, budget });
+        if let Ok(mut m) = rules.scopes.lock() {
+            // Bounded by the tenant's servers and tools; an upstream that
+            // invents tool names cannot grow it past this.
+            if m.len() < MAX_CACHED_SCOPES {
+                m.insert(key, scope.clone());
+            }
+        }
+        scope
     }
 
     /// Scans the params of an upstream notification or request (sampling,
@@ -368,7 +387,8 @@ impl Firewall {
     /// was found. The caller applies block and approve.
     pub async fn inspect(&self, subject: &Subject<'_>, value: &mut Value, direction: Direction) -> Verdict {
         let rules = self.tenant(subject.tenant).await;
-        let (policy, budget) = self.scope_for(&rules, subject.server, subject.tool);
+        let scope = self.scope_for(&rules, subject.server, subject.tool);
+        let (policy, budget) = (&scope.policy, scope.budget);
         if policy.mode == Mode::Disabled {
             return Verdict::clean(Mode::Disabled);
         }
@@ -663,9 +683,9 @@ impl Firewall {
             }
             if visible {
                 sanitise_texts(&mut item, self.opts.max_description_bytes);
-                let policy = self.policy_for(&rules, &server.name, Some(&name));
-                if policy.mode != Mode::Disabled {
-                    visible = self.scan_description(server, method, &name, &policy, &rules, &mut item).await;
+                let scope = self.scope_for(&rules, &server.name, Some(&name));
+                if scope.policy.mode != Mode::Disabled {
+                    visible = self.scan_description(server, method, &name, &scope.policy, &rules, &mut item).await;
                 }
             }
             if visible {

@@ -110,20 +110,21 @@ pub(crate) async fn show_approval(
     headers: HeaderMap,
 ) -> ApiResult {
     let a = admin_only!(app, headers, addr, q.tenant.as_deref());
-    let record = app.store.get_approval(&a.tenant, &id).await.map_err(not_found)?;
+    let record = app.store.get_approval(&a.tenant, &id).await.map_err(or_not_found("approval"))?;
     Ok(Json(record).into_response())
 }
 
-fn not_found(e: moat_store::StoreError) -> ApiError {
-    match e {
-        moat_store::StoreError::NotFound => ApiError::not_found("approval"),
+/// A store error, with "not found" naming `what`.
+fn or_not_found(what: &'static str) -> impl FnOnce(moat_store::StoreError) -> ApiError {
+    move |e| match e {
+        moat_store::StoreError::NotFound => ApiError::not_found(what),
         other => other.into(),
     }
 }
 
 async fn decide(app: App, a: super::Admin, id: &str, approve: bool) -> ApiResult {
     let by = a.principal.user_id.to_string();
-    let record = app.firewall.decide(&a.tenant, id, approve, Some(&by)).await.map_err(not_found)?;
+    let record = app.firewall.decide(&a.tenant, id, approve, Some(&by)).await.map_err(or_not_found("approval"))?;
     if record.kind == ApprovalKind::ToolChange && approve {
         // The re-approved item shows again: refetch and tell the clients.
         app.pool.clear_lists(&a.tenant, &record.server_name);
@@ -376,10 +377,7 @@ pub(crate) async fn delete_policy(
         None => String::new(),
     };
     let tool = p.tool.unwrap_or_default();
-    app.store.delete_firewall_policy(&a.tenant, &server, &tool).await.map_err(|e| match e {
-        moat_store::StoreError::NotFound => ApiError::not_found("override"),
-        other => other.into(),
-    })?;
+    app.store.delete_firewall_policy(&a.tenant, &server, &tool).await.map_err(or_not_found("override"))?;
     app.firewall.forget_tenant(&a.tenant);
     audit(
         &app,
@@ -497,10 +495,7 @@ pub(crate) async fn delete_pattern(
     headers: HeaderMap,
 ) -> ApiResult {
     let a = admin_only!(app, headers, addr, q.tenant.as_deref());
-    app.store.delete_firewall_pattern(&a.tenant, &key).await.map_err(|e| match e {
-        moat_store::StoreError::NotFound => ApiError::not_found("pattern"),
-        other => other.into(),
-    })?;
+    app.store.delete_firewall_pattern(&a.tenant, &key).await.map_err(or_not_found("pattern"))?;
     app.firewall.forget_tenant(&a.tenant);
     audit(&app, &a, "firewall.pattern.delete", format!("pattern:{key}"), json!({})).await;
     Ok(StatusCode::NO_CONTENT.into_response())
