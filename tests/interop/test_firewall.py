@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,13 +74,15 @@ class Firewalled:
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout)
 
-    def audit(self, prefix: str) -> list[dict[str, Any]]:
-        """The audit events whose action starts with `prefix`, waiting up to 10 s for the first
-        (the audit trail is written in the background)."""
+    def audit(
+        self, prefix: str, done: Callable[[list[dict[str, Any]]], bool] = bool
+    ) -> list[dict[str, Any]]:
+        """The audit events whose action starts with `prefix`, waiting up to 10 s until `done`
+        holds (by default: there is one); the audit trail is written in the background."""
         deadline = time.monotonic() + 10
         while True:
             events = self.cli_json("audit", "list", "--action", prefix, "--limit", "1000")
-            if events or time.monotonic() > deadline:
+            if done(events) or time.monotonic() > deadline:
                 return events
             time.sleep(0.2)
 
@@ -204,7 +206,10 @@ async def test_destructive_request_never_reaches_the_upstream(enforce: Firewalle
     commands = [c["value"] for c in enforce.calls() if c["tool"] == "run_shell"]
     assert f"ls -la /tmp # {mode}" in commands, "the harmless call did reach the upstream"
     assert not any("rm -rf" in c for c in commands), f"a destructive command reached the upstream: {commands}"
-    blocks = [e for e in enforce.audit("firewall.block") if e["metadata"].get("direction") == "request"]
+    def request_blocks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in events if e["metadata"].get("direction") == "request"]
+
+    blocks = request_blocks(enforce.audit("firewall.block", lambda evs: bool(request_blocks(evs))))
     assert blocks and blocks[0]["metadata"]["server"] == "hostile", blocks
     assert "rm -rf" not in json.dumps(blocks)
 
@@ -329,9 +334,14 @@ async def test_shadow_mode_delivers_everything_and_records_it(shadow: Firewalled
     assert INJECTION in injected and TAGS in injected
     assert "ran" in ran
     assert any(c["value"] == f"rm -rf /tmp/scratch-{mode}" for c in shadow.calls())
-    events = shadow.audit("firewall.")
-    categories = {f["category"] for e in events for f in e["metadata"].get("findings", [])}
-    assert {"secret", "pii", "injection", "destructive"} <= categories, categories
+    wanted = {"secret", "pii", "injection", "destructive"}
+
+    def categories_of(events: list[dict[str, Any]]) -> set[str]:
+        return {f["category"] for e in events for f in e["metadata"].get("findings", [])}
+
+    events = shadow.audit("firewall.", lambda evs: wanted <= categories_of(evs))
+    categories = categories_of(events)
+    assert wanted <= categories, categories
     assert all(e["metadata"].get("enforced") is False for e in events if "findings" in e["metadata"])
     dump = json.dumps(events)
     for needle in (AWS_KEY, GITHUB_PAT, *PII, "rm -rf"):

@@ -101,7 +101,7 @@ impl ParsedKey<'_> {
     }
 }
 
-fn random_base62(n: usize) -> Result<String, KeyError> {
+pub(crate) fn random_base62(n: usize) -> Result<String, KeyError> {
     let mut out = String::with_capacity(n);
     let mut buf = [0u8; 64];
     while out.len() < n {

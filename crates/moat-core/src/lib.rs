@@ -1,16 +1,18 @@
 //! Shared vocabulary of moat: identifiers, the authenticated [`Principal`],
-//! roles and principal kinds, credential scope tiers, and name validation.
+//! roles and principal kinds, OAuth scopes, credential scope tiers, and name validation.
 //!
 //! This crate owns types only; it performs no I/O. Every other crate depends
 //! on it, and it depends on none of them.
 #![forbid(unsafe_code)]
 
+mod grants;
 mod ids;
 mod names;
 #[macro_use]
 mod principal;
 mod scope;
 
+pub use grants::{Scope, Scopes};
 pub use ids::{ApiKeyId, AuditId, CredentialId, ServerId, TeamId, TenantId, UserId, new_id};
 pub use names::{NameError, validate_name};
 pub use principal::{AuthMethod, ParseEnumError, Principal, PrincipalKind, Role};

@@ -1,6 +1,7 @@
 //! Who is calling: the result of authentication, carried through the request
 //! path and into every audit event.
 
+use crate::grants::Scopes;
 use crate::{TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -42,6 +43,8 @@ pub enum AuthMethod {
     AccessToken,
     /// No credential: a server explicitly opened with `allow_anonymous`.
     Anonymous,
+    /// A browser session cookie from an identity-provider login.
+    Session,
 }
 
 /// An authenticated caller. Built only by the authentication stage.
@@ -64,12 +67,25 @@ pub struct Principal {
     pub credential_id: String,
     /// How the caller authenticated.
     pub method: AuthMethod,
+    /// What the credential allows on top of the role: every scope for an
+    /// API key, the granted ones for an access token.
+    pub scopes: Scopes,
+    /// Browser origins the credential may be used from (an access token's
+    /// `allowed_origins` claim); empty: no restriction beyond the gateway's
+    /// own Origin allowlist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Principal {
     /// True when the caller may administer its tenant.
     pub fn is_admin(&self) -> bool {
         self.role >= Role::Admin
+    }
+
+    /// True when the credential carries `scope`.
+    pub fn has_scope(&self, scope: crate::Scope) -> bool {
+        self.scopes.has(scope)
     }
 }
 

@@ -70,6 +70,8 @@ async fn fixture() -> Fixture {
         operator: false,
         credential_id: "bench".into(),
         method: AuthMethod::ApiKey,
+        scopes: moat_core::Scopes::all(),
+        allowed_origins: Vec::new(),
     };
     // Sanity: all three resolve.
     let binding = vault.resolve(&principal, &server).await.unwrap();

@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use utoipa::{IntoParams, ToSchema};
 
 pub(crate) mod firewall;
+pub(crate) mod identity;
 pub(crate) mod vault;
 
 // The `#[utoipa::path]` annotations below are the API's contract: they are
@@ -73,7 +74,27 @@ pub fn routes() -> Router<App> {
             get(firewall::list_policies).put(firewall::put_policy).delete(firewall::delete_policy),
         )
         .route("/firewall/patterns", get(firewall::list_patterns).post(firewall::add_pattern))
+        .route("/clients", get(identity::list_clients).post(identity::create_client))
+        .route("/clients/{client}", get(identity::show_client).delete(identity::delete_client))
+        .route("/clients/{client}/rotate", post(identity::rotate_client))
+        .route("/identity", get(identity::show_identity).put(identity::put_identity))
+        .route("/identity/revoke", post(identity::revoke_all))
+        .route("/identity/keys", get(identity::list_signing_keys))
+        .route("/identity/keys/rotate", post(identity::rotate_signing_key))
         .route("/firewall/patterns/{pattern}", axum::routing::delete(firewall::delete_pattern))
+        .layer(axum::middleware::from_fn(method_scope))
+}
+
+tokio::task_local! {
+    /// True while an admin request that changes something (any method but
+    /// GET and HEAD) is being handled: it needs `admin:write`, a read
+    /// `admin:read`. Set by the router, so no request can claim otherwise.
+    static WRITES: bool;
+}
+
+async fn method_scope(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let writes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    WRITES.scope(writes, next.run(req)).await
 }
 
 /// An admin API error, rendered as `{"error": {"code", "message"}}`.
@@ -171,7 +192,16 @@ async fn admin(
     need_admin: bool,
 ) -> Result<Admin, Response> {
     let meta = wire::request_meta(headers, Some(addr));
-    let principal = app.auth.authenticate(headers, &meta).await.map_err(|f| wire::auth_failure(app, "/api/v1", &f))?;
+    let principal =
+        app.auth.authenticate(headers, &meta, "/api/v1").await.map_err(|f| wire::auth_failure(app, "/api/v1", &f))?;
+    let (scope, name) = if WRITES.try_with(|w| *w).unwrap_or(true) {
+        (moat_core::Scope::AdminWrite, "admin:write")
+    } else {
+        (moat_core::Scope::AdminRead, "admin:read")
+    };
+    if !principal.has_scope(scope) {
+        return Err(wire::insufficient_scope(name));
+    }
     if need_admin && !principal.is_admin() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "this needs an admin or owner key").into_response());
     }
@@ -1121,6 +1151,8 @@ async fn list_audit(
         Ok(a) => a,
         Err(resp) => return Ok(resp),
     };
+    // Read your writes: whatever was recorded before this request is listed.
+    app.audit.flush().await;
     let all = p.scope.as_deref() == Some("all");
     if all && !a.principal.operator {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "only the operator may list every tenant's events"));

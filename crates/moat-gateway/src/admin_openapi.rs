@@ -64,6 +64,16 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::admin::firewall::list_patterns,
         crate::admin::firewall::add_pattern,
         crate::admin::firewall::delete_pattern,
+        crate::admin::identity::list_clients,
+        crate::admin::identity::create_client,
+        crate::admin::identity::show_client,
+        crate::admin::identity::delete_client,
+        crate::admin::identity::rotate_client,
+        crate::admin::identity::show_identity,
+        crate::admin::identity::put_identity,
+        crate::admin::identity::revoke_all,
+        crate::admin::identity::list_signing_keys,
+        crate::admin::identity::rotate_signing_key,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -78,6 +88,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "audit", description = "The audit trail (metadata only)."),
         (name = "approvals", description = "Calls held by the firewall, and changed tool descriptions, awaiting an admin."),
         (name = "firewall", description = "The tenant's firewall overrides and detection patterns."),
+        (name = "identity", description = "OAuth clients, the identity provider for human login, signing keys and tenant-wide revocation."),
     )
 )]
 pub struct AdminApi;

@@ -14,6 +14,8 @@
 //! flood of well-formed wrong keys queues instead of exhausting memory).
 
 use crate::audit::AuditSink;
+use crate::identity::uris::resource_of_path;
+use crate::identity::{Identity, TokenFailure};
 use axum::http::HeaderMap;
 use moat_auth::{CachedKey, KeyCache};
 use moat_core::{AuthMethod, Principal, TenantId, now_ms};
@@ -37,6 +39,12 @@ pub enum AuthFailure {
     /// Storage could not be asked (503: fail closed, never open).
     #[error("authentication is temporarily unavailable")]
     Unavailable,
+    /// Too many failed authentications from this address (429).
+    #[error("too many failed authentications; retry in {0} s")]
+    Throttled(u64),
+    /// A valid token used from a browser origin it is not bound to (403).
+    #[error("this token may not be used from this origin")]
+    Origin,
 }
 
 /// Where a request came from, for audit.
@@ -51,6 +59,7 @@ pub struct RequestMeta {
 /// The authentication stage.
 pub struct Authenticator {
     store: Store,
+    identity: Arc<Identity>,
     cache: KeyCache<Principal>,
     audit: AuditSink,
     /// Key ids being verified, each with the lock its callers queue on.
@@ -77,12 +86,29 @@ impl Drop for KeyTurn<'_> {
     }
 }
 
+/// The token of a `Bearer` authorization header.
+fn bearer(raw: &[u8]) -> Result<&str, &'static str> {
+    let text = std::str::from_utf8(raw).map_err(|_| "malformed header")?;
+    let (scheme, token) = text.split_once(' ').ok_or("malformed header")?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err("unsupported scheme");
+    }
+    let token = token.trim();
+    if token.is_empty() { Err("malformed header") } else { Ok(token) }
+}
+
 impl Authenticator {
     /// A stage over `store` whose verification cache keeps entries for `ttl`.
-    pub fn new(store: Store, audit: AuditSink, ttl: Duration) -> Result<Self, moat_auth::KeyError> {
+    pub fn new(
+        store: Store,
+        audit: AuditSink,
+        ttl: Duration,
+        identity: Arc<Identity>,
+    ) -> Result<Self, moat_auth::KeyError> {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Ok(Self {
             store,
+            identity,
             cache: KeyCache::new(10_000, ttl)?,
             audit,
             verifying: Mutex::new(HashMap::new()),
@@ -100,15 +126,42 @@ impl Authenticator {
         self.cache.clear();
     }
 
-    /// Authenticates the request's bearer token.
-    pub async fn authenticate(&self, headers: &HeaderMap, meta: &RequestMeta) -> Result<Principal, AuthFailure> {
+    /// Authenticates the request's bearer token: an API key, or an access
+    /// token whose audience covers `path` on this gateway. An address that
+    /// spent its failure budget is refused before anything is checked.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        meta: &RequestMeta,
+        path: &str,
+    ) -> Result<Principal, AuthFailure> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(AuthFailure::Missing);
         };
-        let result = self.verify_header(value.as_bytes()).await;
+        let addr_key = meta.source_addr.as_deref().map(|a| format!("addr:{a}"));
+        if let Some(k) = &addr_key {
+            self.identity.limits.check_blocked(k).map_err(|r| AuthFailure::Throttled(r.0))?;
+        }
+        let result = match bearer(value.as_bytes()) {
+            Ok(token) if token.starts_with("moat_") => self.verify_key(token).await,
+            Ok(token) => {
+                let resource = resource_of_path(self.identity.issuer(), path);
+                match self.identity.authenticate(token, &resource).await {
+                    Ok(principal) => Ok((principal, false)),
+                    Err(TokenFailure::Unavailable) => Err((AuthFailure::Unavailable, None)),
+                    Err(TokenFailure::Audience) => Err((AuthFailure::Invalid("token for another resource"), None)),
+                    Err(TokenFailure::Revoked) => Err((AuthFailure::Invalid("revoked token"), None)),
+                    Err(TokenFailure::Invalid(why)) => Err((AuthFailure::Invalid(why), None)),
+                }
+            }
+            Err(why) => Err((AuthFailure::Invalid(why), None)),
+        };
         match &result {
             Err((failure, tenant)) => {
                 if let AuthFailure::Invalid(reason) = failure {
+                    if let Some(k) = &addr_key {
+                        self.identity.limits.failure(k);
+                    }
                     let mut ev = AuditEvent::new("unknown", "auth.failure", AuditResult::Denied);
                     ev.tenant_id = tenant.clone();
                     ev.metadata = serde_json::json!({ "reason": reason });
@@ -125,7 +178,23 @@ impl Authenticator {
                 }
             }
         }
-        result.map(|(p, _)| p).map_err(|(f, _)| f)
+        let principal = result.map(|(p, _)| p).map_err(|(f, _)| f)?;
+        // Origin binding: a browser request from an origin the token is not
+        // bound to is refused (requests without Origin are not from a page).
+        if !principal.allowed_origins.is_empty()
+            && let Some(origin) = headers.get(http::header::ORIGIN)
+        {
+            let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+            if !principal.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+                let mut ev = AuditEvent::new(principal.kind.as_str(), "auth.failure", AuditResult::Denied);
+                ev.tenant_id = Some(principal.tenant_id.clone());
+                ev.actor_id = Some(principal.user_id.to_string());
+                ev.metadata = serde_json::json!({ "reason": "origin not allowed for this token" });
+                self.emit(ev, meta).await;
+                return Err(AuthFailure::Origin);
+            }
+        }
+        Ok(principal)
     }
 
     async fn emit(&self, mut ev: AuditEvent, meta: &RequestMeta) {
@@ -137,14 +206,8 @@ impl Authenticator {
     /// Returns the principal and whether it was freshly verified (a cache
     /// miss); a failure carries the key's tenant when the key was found, so
     /// that the tenant sees failed uses of its own keys in its audit trail.
-    async fn verify_header(&self, raw: &[u8]) -> Result<(Principal, bool), (AuthFailure, Option<TenantId>)> {
+    async fn verify_key(&self, token: &str) -> Result<(Principal, bool), (AuthFailure, Option<TenantId>)> {
         let invalid = |why| (AuthFailure::Invalid(why), None);
-        let text = std::str::from_utf8(raw).map_err(|_| invalid("malformed header"))?;
-        let (scheme, token) = text.split_once(' ').ok_or(invalid("malformed header"))?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(invalid("unsupported scheme"));
-        }
-        let token = token.trim();
         let parsed = moat_auth::parse_key(token).map_err(|e| match e {
             moat_auth::KeyFormatError::Checksum => invalid("checksum mismatch"),
             _ => invalid("not a moat key"),
@@ -200,6 +263,8 @@ impl Authenticator {
             operator: record.operator,
             credential_id: record.id.to_string(),
             method: AuthMethod::ApiKey,
+            scopes: moat_core::Scopes::all(),
+            allowed_origins: Vec::new(),
         };
         self.cache.insert(
             token,

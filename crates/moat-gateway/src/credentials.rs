@@ -13,12 +13,15 @@ use moat_core::{
     CredentialId, CredentialKind, Principal, PrincipalKind, ScopeTier, ServerId, TeamId, TenantId, UserId,
 };
 use moat_mcp::client::UpstreamSpec;
-use moat_store::{CredentialRecord, NewCredential, SealedCredential, ServerRecord, Store, StoreError, Transport};
+use moat_store::{
+    CredentialRecord, NewCredential, SealedCredential, SecretPurpose, ServerRecord, Store, StoreError, Transport,
+};
 use moat_vault::{Dek, KeyContext, KeyProvider, RecordContext, Redactor, SecretCache, VaultError};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 /// Longest credential value accepted.
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
@@ -392,6 +395,18 @@ pub fn validate_value(kind: CredentialKind, value: &SecretString) -> Result<(), 
     Ok(())
 }
 
+/// The AAD of a sealed tenant secret: its purpose stands in the tier slot
+/// and its id in the scope and record slots, so that a ciphertext moved to
+/// another row, purpose or tenant does not open.
+fn secret_context<'a>(
+    tenant: &'a TenantId,
+    purpose: SecretPurpose,
+    id: &'a str,
+    key_version: u32,
+) -> RecordContext<'a> {
+    RecordContext { tenant_id: tenant.as_str(), tier: purpose.as_str(), scope_id: id, credential_id: id, key_version }
+}
+
 fn tier_rank(t: ScopeTier) -> u8 {
     match t {
         ScopeTier::Personal | ScopeTier::Service => 0,
@@ -505,6 +520,79 @@ impl Vault {
             tracing::error!(credential = %m.id, server = %m.server_name, "stored credential failed authentication");
             CredentialError::Integrity { server: m.server_name.clone() }
         })
+    }
+
+    /// Seals and stores a small tenant secret (a signing key's private half,
+    /// an identity provider's client secret) under the tenant's active data
+    /// key; the AAD binds tenant, purpose and id.
+    pub async fn store_tenant_secret(
+        &self,
+        tenant: &TenantId,
+        purpose: SecretPurpose,
+        id: &str,
+        plaintext: &[u8],
+    ) -> Result<(), CredentialError> {
+        let (version, dek) = self.active_dek(tenant).await?;
+        let sealed = moat_vault::seal(&dek, &secret_context(tenant, purpose, id, version), plaintext)
+            .map_err(|e| self.provider_err(e))?;
+        self.store.insert_tenant_secret(tenant, id, purpose, version, &sealed).await?;
+        Ok(())
+    }
+
+    /// Opens a sealed tenant secret.
+    pub async fn open_tenant_secret(&self, tenant: &TenantId, id: &str) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
+        let row = self.store.tenant_secret(tenant, id).await?.ok_or(CredentialError::NotFound("tenant secret"))?;
+        let dek = self.dek(tenant, row.key_version, &row.wrapped_dek).await?;
+        moat_vault::open_bytes(&dek, &secret_context(tenant, row.purpose, id, row.key_version), &row.sealed).map_err(|_| {
+            tracing::error!(tenant = %tenant, purpose = row.purpose.as_str(), "sealed tenant secret failed authentication");
+            CredentialError::Integrity { server: format!("({})", row.purpose.as_str()) }
+        })
+    }
+
+    /// Signs `data` with a MAC key derived from the tenant's active data key
+    /// for `purpose` (browser-session cookies). Rotating the data key
+    /// invalidates every tag.
+    pub async fn mac(&self, tenant: &TenantId, purpose: &str, data: &[u8]) -> Result<String, CredentialError> {
+        let (_, dek) = self.active_dek(tenant).await?;
+        moat_vault::mac_tag(&dek, tenant.as_str(), purpose, data).map_err(|e| self.provider_err(e))
+    }
+
+    /// Checks a [`Vault::mac`] tag in constant time (false when the key is unavailable).
+    pub async fn mac_ok(&self, tenant: &TenantId, purpose: &str, data: &[u8], tag: &str) -> bool {
+        let Ok(Some(k)) = self.store.active_tenant_key(tenant).await else { return false };
+        let Ok(dek) = self.dek(tenant, k.version, &k.wrapped).await else { return false };
+        moat_vault::mac_verify(&dek, tenant.as_str(), purpose, data, tag)
+    }
+
+    /// Re-seals the tenant secrets under data keys older than `target`.
+    async fn reseal_tenant_secrets(
+        &self,
+        tenant: &TenantId,
+        target: u32,
+        target_dek: &Dek,
+    ) -> Result<u64, CredentialError> {
+        let mut done = 0;
+        loop {
+            let rows = self.store.tenant_secrets_below_version(tenant, target, 100).await?;
+            if rows.is_empty() {
+                return Ok(done);
+            }
+            for row in &rows {
+                let old = self.dek(tenant, row.key_version, &row.wrapped_dek).await?;
+                let plain = moat_vault::open_bytes(
+                    &old,
+                    &secret_context(tenant, row.purpose, &row.id, row.key_version),
+                    &row.sealed,
+                )
+                .map_err(|_| CredentialError::Integrity { server: format!("({})", row.purpose.as_str()) })?;
+                let sealed =
+                    moat_vault::seal(target_dek, &secret_context(tenant, row.purpose, &row.id, target), &plain)
+                        .map_err(|e| self.provider_err(e))?;
+                if self.store.reseal_tenant_secret(tenant, &row.id, row.key_version, target, &sealed).await? {
+                    done += 1;
+                }
+            }
+        }
     }
 
     /// The credentials `principal` gets for `server`, decrypted (cached for
@@ -761,6 +849,7 @@ impl Vault {
                 tokio::time::sleep(self.options.rotation_pause).await;
             }
         }
+        done += self.reseal_tenant_secrets(tenant, target, &target_dek).await?;
         for k in self.store.tenant_keys(tenant).await? {
             if k.version < target {
                 match self.store.delete_tenant_key(tenant, k.version).await {

@@ -24,6 +24,7 @@ pub mod config;
 pub mod credentials;
 pub mod firewall;
 pub mod guard;
+pub mod identity;
 pub mod mcp;
 pub mod ops;
 pub mod state;
@@ -60,6 +61,20 @@ pub fn router(app: App) -> Router {
         .nest("/api/v1", admin::routes())
         .route("/.well-known/oauth-protected-resource", get(ops::protected_resource))
         .route("/.well-known/oauth-protected-resource/{*path}", get(ops::protected_resource))
+        .route("/.well-known/oauth-authorization-server", get(identity::endpoints::metadata))
+        .route("/t/{tenant}/.well-known/jwks.json", get(identity::endpoints::jwks))
+        .route("/oauth/authorize", get(identity::endpoints::authorize))
+        .route("/oauth/login", post(identity::endpoints::choose))
+        .route("/oauth/callback", get(identity::endpoints::callback))
+        .route("/oauth/consent", post(identity::endpoints::consent))
+        .route("/oauth/token", post(identity::endpoints::token))
+        .route("/oauth/register", post(identity::endpoints::register))
+        .route("/oauth/revoke", post(identity::endpoints::revoke))
+        .route("/oauth/logout", post(identity::endpoints::logout))
+        // The 2025-03-26 revision's default endpoints, for clients of that era.
+        .route("/authorize", get(identity::endpoints::authorize))
+        .route("/token", post(identity::endpoints::token))
+        .route("/register", post(identity::endpoints::register))
         .layer(DefaultBodyLimit::max(app.cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), guard_layer));
     Router::new()
@@ -105,6 +120,8 @@ fn route_label(path: &str) -> &'static str {
         p if p.starts_with("/messages") => "/messages",
         p if p.starts_with("/api/") => "/api",
         p if p.starts_with("/.well-known/") => "/.well-known",
+        p if p.starts_with("/oauth/") || matches!(p, "/authorize" | "/token" | "/register") => "/oauth",
+        p if p.starts_with("/t/") => "/jwks",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",

@@ -44,11 +44,20 @@ pub async fn protected_resource(State(app): State<App>, path: Option<Path<String
         Some(Path(p)) => format!("{base}/{}", p.trim_start_matches('/')),
         None => base.clone(),
     };
-    Json(json!({
+    let scopes: &[&str] = if resource.starts_with(&format!("{base}/api")) {
+        &["admin:read", "admin:write"]
+    } else {
+        &["mcp:tools", "mcp:resources", "mcp:prompts"]
+    };
+    let mut resp = Json(json!({
         "resource": resource,
         "resource_name": "moat MCP gateway",
+        "authorization_servers": [app.identity.issuer()],
         "bearer_methods_supported": ["header"],
-        "authorization_servers": [],
+        "scopes_supported": scopes,
+        "resource_documentation": format!("{base}/api/v1/openapi.json"),
     }))
-    .into_response()
+    .into_response();
+    resp.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("max-age=300"));
+    resp
 }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub vault: crate::credentials::Vault,
     /// The firewall: scanning, policy, approvals, description pins.
     pub firewall: Arc<crate::firewall::Firewall>,
+    /// The authorization server, signing keys and token verification.
+    pub identity: Arc<crate::identity::Identity>,
     /// Cancelled on shutdown: long-lived streams end, new work is refused.
     pub shutdown: CancellationToken,
 }

@@ -36,6 +36,13 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/firewall/policies", &["get", "put", "delete"]),
     ("/api/v1/firewall/patterns", &["get", "post"]),
     ("/api/v1/firewall/patterns/{pattern}", &["delete"]),
+    ("/api/v1/clients", &["get", "post"]),
+    ("/api/v1/clients/{client}", &["get", "delete"]),
+    ("/api/v1/clients/{client}/rotate", &["post"]),
+    ("/api/v1/identity", &["get", "put"]),
+    ("/api/v1/identity/revoke", &["post"]),
+    ("/api/v1/identity/keys", &["get"]),
+    ("/api/v1/identity/keys/rotate", &["post"]),
 ];
 
 /// Routes that act in a tenant picked by `?tenant=`.
@@ -74,6 +81,11 @@ const TENANT_SCOPED: &[(&str, &str)] = &[
     ("/api/v1/firewall/patterns", "get"),
     ("/api/v1/firewall/patterns", "post"),
     ("/api/v1/firewall/patterns/{pattern}", "delete"),
+    ("/api/v1/clients", "get"),
+    ("/api/v1/clients", "post"),
+    ("/api/v1/identity", "put"),
+    ("/api/v1/identity/revoke", "post"),
+    ("/api/v1/identity/keys/rotate", "post"),
 ];
 
 fn op<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {

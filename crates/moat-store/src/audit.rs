@@ -134,27 +134,33 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.system_tx().await?;
-        for event in events {
-            sqlx::query(&format!(
-                "INSERT INTO audit_events ({COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            ))
-            .bind(event.id.as_str())
-            .bind(event.tenant_id.as_ref().map(TenantId::as_str))
-            .bind(event.at)
-            .bind(event.actor_kind.as_str())
-            .bind(event.actor_id.as_deref())
-            .bind(event.action.as_str())
-            .bind(event.resource.as_deref())
-            .bind(event.result.as_str())
-            .bind(event.source_addr.as_deref())
-            .bind(event.request_id.as_deref())
-            .bind(event.latency_ms)
-            .bind(to_json(&event.metadata)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::on_insert(e, || "an audit event with this id already exists".into(), ""))?;
+        // Multi-row INSERTs: one statement per 64 events (768 parameters,
+        // under every SQLite and PostgreSQL limit) instead of one per event.
+        const ROWS: usize = 64;
+        let mut tx = self.system_write_tx().await?;
+        for chunk in events.chunks(ROWS) {
+            let values: Vec<String> =
+                (0..chunk.len()).map(|r| format!("({})", crate::store::placeholders(r * 12 + 1, 12))).collect();
+            let sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES {}", values.join(", "));
+            let mut q = sqlx::query(&sql);
+            for event in chunk {
+                q = q
+                    .bind(event.id.as_str())
+                    .bind(event.tenant_id.as_ref().map(TenantId::as_str))
+                    .bind(event.at)
+                    .bind(event.actor_kind.as_str())
+                    .bind(event.actor_id.as_deref())
+                    .bind(event.action.as_str())
+                    .bind(event.resource.as_deref())
+                    .bind(event.result.as_str())
+                    .bind(event.source_addr.as_deref())
+                    .bind(event.request_id.as_deref())
+                    .bind(event.latency_ms)
+                    .bind(to_json(&event.metadata)?);
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::on_insert(e, || "an audit event with this id already exists".into(), ""))?;
         }
         tx.commit().await?;
         Ok(())

@@ -315,7 +315,7 @@ impl Store {
     ) -> Result<CredentialRecord, StoreError> {
         new.validate(tenant)?;
         let now = now_ms();
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(
             "INSERT INTO credentials (id, tenant_id, tier, user_id, team_id, scope_id, server_id, kind, target, \
              slot, key_version, sealed, revision, created_by, created_at, updated_by, updated_at) \
@@ -371,7 +371,7 @@ impl Store {
     ) -> Result<Option<CredentialRecord>, StoreError> {
         check_target(target)?;
         let slot = credential_slot(kind, target);
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let current: Option<String> =
             sqlx::query_scalar("SELECT slot FROM credentials WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_str())
@@ -476,7 +476,7 @@ impl Store {
         tenant: &TenantId,
         id: &CredentialId,
     ) -> Result<Option<CredentialRecord>, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let row = sqlx::query(&format!("{} WHERE c.tenant_id = $1 AND c.id = $2", select_meta()))
             .bind(tenant.as_str())
             .bind(id.as_str())
@@ -591,7 +591,7 @@ impl Store {
         to_version: u32,
         sealed: &[u8],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query(
             "UPDATE credentials SET key_version = $5, sealed = $6 \
              WHERE tenant_id = $1 AND id = $2 AND key_version = $3 AND revision = $4",
@@ -643,7 +643,7 @@ impl Store {
         for id in ids {
             query = query.bind(id.as_str());
         }
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())

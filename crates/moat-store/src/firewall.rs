@@ -216,7 +216,7 @@ impl Store {
             decided_by: None,
             decided_at: None,
         };
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(
             "INSERT INTO approvals (id, tenant_id, kind, status, server_id, server_name, target, method, \
              requested_by, summary, hash, created_at, expires_at) \
@@ -301,7 +301,7 @@ impl Store {
         if status == ApprovalStatus::Pending {
             return Err(StoreError::Invalid("an approval cannot be set back to pending".into()));
         }
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query(
             "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3 \
              WHERE tenant_id = $4 AND id = $5 AND status = 'pending'",
@@ -331,7 +331,7 @@ impl Store {
     /// Marks every pending call approval past its deadline as expired, in
     /// every tenant (the sweeper). Returns how many.
     pub async fn expire_approvals_cross_tenant(&self, now: i64) -> Result<u64, StoreError> {
-        let mut tx = self.system_tx().await?;
+        let mut tx = self.system_write_tx().await?;
         let n = sqlx::query(
             "UPDATE approvals SET status = 'expired', decided_at = $1 \
              WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= $1",
@@ -399,7 +399,7 @@ impl Store {
         hash: &str,
     ) -> Result<ToolPin, StoreError> {
         let now = now_ms();
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(
             "INSERT INTO tool_pins (tenant_id, server_id, kind, name, approved_hash, seen_hash, first_seen_at, \
              updated_at) VALUES ($1, $2, $3, $4, $5, $5, $6, $6) \
@@ -441,7 +441,7 @@ impl Store {
         name: &str,
         hash: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let n = sqlx::query(
             "UPDATE tool_pins SET approved_hash = $1, updated_at = $2 \
              WHERE tenant_id = $3 AND server_id = $4 AND kind = $5 AND name = $6",
@@ -500,7 +500,7 @@ impl Store {
         if o.budget_bytes.is_some_and(|b| b <= 0) {
             return Err(StoreError::Invalid("a payload budget must be positive".into()));
         }
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(
             "INSERT INTO firewall_policies (id, tenant_id, server, tool, mode, rules, budget_bytes, updated_by, \
              updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -524,7 +524,7 @@ impl Store {
 
     /// Removes the override for (server, tool) of `tenant`.
     pub async fn delete_firewall_policy(&self, tenant: &TenantId, server: &str, tool: &str) -> Result<(), StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let n = sqlx::query("DELETE FROM firewall_policies WHERE tenant_id = $1 AND server = $2 AND tool = $3")
             .bind(tenant.as_str())
             .bind(server)
@@ -581,7 +581,7 @@ impl Store {
             created_by: by.map(str::to_owned),
             created_at: now_ms(),
         };
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(
             "INSERT INTO firewall_patterns (id, tenant_id, name, category, pattern, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -608,7 +608,7 @@ impl Store {
 
     /// Removes a pattern by id or name.
     pub async fn delete_firewall_pattern(&self, tenant: &TenantId, id_or_name: &str) -> Result<(), StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let n = sqlx::query("DELETE FROM firewall_patterns WHERE tenant_id = $1 AND (id = $2 OR name = $2)")
             .bind(tenant.as_str())
             .bind(id_or_name)

@@ -227,7 +227,7 @@ impl Store {
             revoked_at: None,
             revoked: false,
         };
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, user_id, name, public_id, secret_hash, role, kind, \
              operator, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -300,7 +300,7 @@ impl Store {
     /// Revokes a live key of `tenant`. False when there is no such live key
     /// (unknown, another tenant's, or already revoked).
     pub async fn revoke_api_key(&self, tenant: &TenantId, id: &ApiKeyId) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
                 .bind(tenant.as_str())
@@ -322,7 +322,7 @@ impl Store {
         new_public_id: &str,
         new_secret_hash: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET public_id = $3, secret_hash = $4 \
              WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
@@ -340,7 +340,7 @@ impl Store {
 
     /// Records a successful use of a key (never moves `last_used_at` back).
     pub async fn touch_api_key(&self, tenant: &TenantId, id: &ApiKeyId, at_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(
             "UPDATE api_keys SET last_used_at = $3 WHERE tenant_id = $1 AND id = $2 \
              AND (last_used_at IS NULL OR last_used_at < $3)",

@@ -63,12 +63,16 @@
 //! false, .. }`. That role needs `USAGE` on the schema and `SELECT, INSERT,
 //! UPDATE, DELETE` on `tenants`, `users`, `api_keys`, `servers`, `teams`,
 //! `team_members`, `tenant_keys`, `credentials`, `approvals`, `tool_pins`,
-//! `firewall_policies` and `firewall_patterns`, and `SELECT, INSERT` on
-//! `audit_events`. (With `FORCE`, even a deployment that serves as the owner
+//! `firewall_policies`, `firewall_patterns`, and the identity tables
+//! `tenant_secrets`, `signing_keys`, `tenant_auth`, `oauth_clients`,
+//! `oauth_pending`, `oauth_grants`, `oauth_codes`, `oauth_refresh_tokens`,
+//! `oauth_revoked_tokens`, `oauth_consents` and `browser_sessions`, and
+//! `SELECT, INSERT` on `audit_events`. (With `FORCE`, even a deployment that serves as the owner
 //! keeps the policies; only a superuser loses them.) Migration `0002`, which
 //! adds the last four tables, grants them to every role that already may
 //! `DELETE` from `servers`, so an upgraded deployment's application role
-//! keeps working (`0003` does the same for the firewall's four tables); a
+//! keeps working (`0003` does the same for the firewall's four tables, and
+//! `0004` for the identity tables); a
 //! fresh deployment grants after migrating.
 //!
 //! # Credentials
@@ -94,7 +98,9 @@ pub mod audit;
 pub mod credentials;
 mod error;
 pub mod firewall;
+pub mod identity;
 pub mod keys;
+pub mod oauth;
 pub mod servers;
 mod store;
 pub mod teams;
@@ -109,7 +115,12 @@ pub use firewall::{
     ApprovalKind, ApprovalRecord, ApprovalStatus, FirewallOverride, FirewallPatternRecord, FirewallPolicyRecord,
     NewApproval, ToolPin,
 };
+pub use identity::{BrowserSession, IdpSettings, SealedSecret, SecretPurpose, SigningKeyRecord, TenantAuthSettings};
 pub use keys::{ApiKeyRecord, AuthKeyRecord, NewApiKey};
+pub use oauth::{
+    AuthorizationCode, ClientAuthRecord, ClientKind, ClientSource, ConsentRecord, GrantRecord, OAuthClientRecord,
+    PendingAuthorization, Redeemed, TokenStatus,
+};
 pub use servers::{NewServer, ServerRecord, ServerSource, Transport};
 pub use store::{Backend, ParseError, Store, StoreOptions};
 pub use teams::{TeamMember, TeamRecord};

@@ -236,7 +236,7 @@ impl Store {
                  source = excluded.source, enabled = excluded.enabled, updated_at = excluded.updated_at"
             ),
         };
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(&sql)
             .bind(ServerId::generate().as_str().to_owned())
             .bind(tenant.as_str())
@@ -297,7 +297,7 @@ impl Store {
 
     /// Deletes a server of `tenant`. False when `tenant` has no such server.
     pub async fn delete_server(&self, tenant: &TenantId, id: &ServerId) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query("DELETE FROM servers WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
             .bind(id.as_str())

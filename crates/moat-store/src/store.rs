@@ -170,7 +170,21 @@ impl Store {
     /// plain transaction and the queries' own `tenant_id = $1` filters do the
     /// work; the queries carry that filter on PostgreSQL too.
     pub(crate) async fn tenant_tx(&self, tenant: &TenantId) -> Result<Tx, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        self.scoped_tx(tenant, false).await
+    }
+
+    /// [`Self::tenant_tx`] for a transaction that writes. On SQLite it
+    /// begins `IMMEDIATE`, taking the write lock up front: a deferred
+    /// transaction that reads and then writes cannot wait for the lock
+    /// (SQLite refuses the upgrade at once with "database is locked" when
+    /// another writer, such as the audit sink, committed in between), whereas
+    /// `BEGIN IMMEDIATE` waits for it under `busy_timeout`.
+    pub(crate) async fn tenant_write_tx(&self, tenant: &TenantId) -> Result<Tx, StoreError> {
+        self.scoped_tx(tenant, true).await
+    }
+
+    async fn scoped_tx(&self, tenant: &TenantId, write: bool) -> Result<Tx, StoreError> {
+        let mut tx = self.begin(write).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.as_str()).execute(&mut *tx).await?;
         }
@@ -184,11 +198,29 @@ impl Store {
     /// it sets `app.bypass_rls` for this transaction only; nothing else ever
     /// sets it.
     pub(crate) async fn system_tx(&self) -> Result<Tx, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        self.cross_tenant_tx(false).await
+    }
+
+    /// [`Self::system_tx`] for a transaction that writes (see
+    /// [`Self::tenant_write_tx`]).
+    pub(crate) async fn system_write_tx(&self) -> Result<Tx, StoreError> {
+        self.cross_tenant_tx(true).await
+    }
+
+    async fn cross_tenant_tx(&self, write: bool) -> Result<Tx, StoreError> {
+        let mut tx = self.begin(write).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT set_config('app.bypass_rls', 'on', true)").execute(&mut *tx).await?;
         }
         Ok(tx)
+    }
+
+    async fn begin(&self, write: bool) -> Result<Tx, StoreError> {
+        Ok(if write && self.backend == Backend::Sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            self.pool.begin().await?
+        })
     }
 }
 

@@ -59,7 +59,7 @@ impl Store {
             created_at: now_ms(),
             member_count: 0,
         };
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query("INSERT INTO teams (id, tenant_id, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(record.id.as_str())
             .bind(tenant.as_str())
@@ -107,7 +107,7 @@ impl Store {
     /// Deletes a team of `tenant` with, by cascade, its memberships and its
     /// team credentials. False when `tenant` has no such team.
     pub async fn delete_team(&self, tenant: &TenantId, id: &TeamId) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query("DELETE FROM teams WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
             .bind(id.as_str())
@@ -121,7 +121,7 @@ impl Store {
     /// already belongs to it; a team or user that `tenant` does not have is
     /// [`StoreError::Invalid`] (the foreign keys span tenant and id).
     pub async fn add_team_member(&self, tenant: &TenantId, team: &TeamId, user: &UserId) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query(
             "INSERT INTO team_members (tenant_id, team_id, user_id, added_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (team_id, user_id) DO NOTHING",
@@ -144,7 +144,7 @@ impl Store {
         team: &TeamId,
         user: &UserId,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query("DELETE FROM team_members WHERE tenant_id = $1 AND team_id = $2 AND user_id = $3")
             .bind(tenant.as_str())
             .bind(team.as_str())

@@ -93,7 +93,7 @@ impl Store {
         if version == 0 {
             return Err(StoreError::Invalid("tenant key versions start at 1".into()));
         }
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query(
             "INSERT INTO tenant_keys (tenant_id, version, wrapped, provider, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, version) DO NOTHING",
@@ -120,7 +120,7 @@ impl Store {
         new_wrapped: &[u8],
         provider: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done =
             sqlx::query("UPDATE tenant_keys SET wrapped = $3, provider = $4 WHERE tenant_id = $1 AND version = $2")
                 .bind(tenant.as_str())
@@ -139,7 +139,7 @@ impl Store {
     /// under it (the foreign key refuses, so a racing write cannot strand a
     /// credential without its key).
     pub async fn delete_tenant_key(&self, tenant: &TenantId, version: u32) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = $1 AND version = $2")
             .bind(tenant.as_str())
             .bind(i64::from(version))

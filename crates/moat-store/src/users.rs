@@ -67,7 +67,7 @@ impl Store {
             role: new.role,
             created_at: now_ms(),
         };
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         sqlx::query(
             "INSERT INTO users (id, tenant_id, name, email, kind, role, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -134,7 +134,7 @@ impl Store {
     /// memberships and its personal and service credentials. False when
     /// `tenant` has no such user.
     pub async fn delete_user(&self, tenant: &TenantId, id: &UserId) -> Result<bool, StoreError> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_write_tx(tenant).await?;
         let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
             .bind(id.as_str())

@@ -214,6 +214,34 @@ pub fn open(dek: &Dek, ctx: &RecordContext<'_>, sealed: &[u8]) -> Result<SecretS
 #[cfg(test)]
 mod tests;
 
+/// HKDF salt of the MAC keys derived from a DEK (domain-separated from scope keys).
+const MAC_KEY_SALT: &[u8] = b"moat/v1/mac-key";
+
+fn mac_key(dek: &Dek, tenant_id: &str, purpose: &str) -> Result<aws_lc_rs::hmac::Key, VaultError> {
+    let info = encode_fields(&[tenant_id.as_bytes(), purpose.as_bytes()]);
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, MAC_KEY_SALT).extract(dek.expose());
+    let info_parts = [info.as_slice()];
+    let okm = prk
+        .expand(&info_parts, aws_lc_rs::hmac::HMAC_SHA256)
+        .map_err(|_| VaultError::Corrupt("MAC key derivation failed".to_owned()))?;
+    Ok(aws_lc_rs::hmac::Key::from(okm))
+}
+
+/// An HMAC-SHA256 tag (base64url, no padding) over `data`, keyed by HKDF
+/// of the tenant's DEK for `purpose` (e.g. signed browser-session cookies).
+pub fn mac_tag(dek: &Dek, tenant_id: &str, purpose: &str, data: &[u8]) -> Result<String, VaultError> {
+    use base64::Engine as _;
+    let tag = aws_lc_rs::hmac::sign(&mac_key(dek, tenant_id, purpose)?, data);
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
+}
+
+/// Checks a [`mac_tag`] in constant time.
+pub fn mac_verify(dek: &Dek, tenant_id: &str, purpose: &str, data: &[u8], tag: &str) -> bool {
+    use base64::Engine as _;
+    let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tag) else { return false };
+    mac_key(dek, tenant_id, purpose).is_ok_and(|k| aws_lc_rs::hmac::verify(&k, data, &raw).is_ok())
+}
+
 /// SHA-256 of `bytes` as lowercase hex: a fingerprint for change detection
 /// (tool descriptions), not a secret-dependent value.
 pub fn fingerprint(bytes: &[u8]) -> String {

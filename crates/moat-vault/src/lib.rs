@@ -44,7 +44,7 @@ pub mod provider;
 pub mod redact;
 
 pub use cache::SecretCache;
-pub use crypto::{Dek, RecordContext, fingerprint, open, open_bytes, seal};
+pub use crypto::{Dek, RecordContext, fingerprint, mac_tag, mac_verify, open, open_bytes, seal};
 pub use error::VaultError;
 pub use local::{KEK_FILE, KekError, LocalKek};
 #[cfg(feature = "aws-kms")]

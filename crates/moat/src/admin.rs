@@ -3,8 +3,8 @@
 //! stdout line (unless `--json`).
 
 use crate::cli::{
-    ApprovalVerb, AuditVerb, CredentialVerb, FirewallPatternVerb, FirewallPolicyVerb, FirewallVerb, KekVerb, KeyVerb,
-    Remote, ServerVerb, TeamVerb, TenantVerb, UserVerb,
+    ApprovalVerb, AuditVerb, ClientVerb, CredentialVerb, FirewallPatternVerb, FirewallPolicyVerb, FirewallVerb,
+    IdentityVerb, KekVerb, KeyVerb, Remote, ServerVerb, TeamVerb, TenantVerb, UserVerb,
 };
 use anyhow::{Context, anyhow, bail};
 use reqwest::Method;
@@ -362,6 +362,107 @@ pub async fn key(remote: &Remote, verb: KeyVerb) -> anyhow::Result<()> {
         KeyVerb::Rotate { key } => {
             print_secret(remote, &c.call(Method::POST, &format!("/keys/{}/rotate", seg(&key)), None, &[]).await?)?;
         }
+    }
+    Ok(())
+}
+
+/// `moat client …`.
+pub async fn client(remote: &Remote, verb: ClientVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    let columns: &[&str] = &["id", "name", "kind", "scopes", "redirect_uris", "created_at"];
+    match verb {
+        ClientVerb::List => out(remote, &c.call(Method::GET, "/clients", None, &[]).await?, Some(columns)),
+        ClientVerb::Show { client } => {
+            out(remote, &c.call(Method::GET, &format!("/clients/{}", seg(&client)), None, &[]).await?, None)
+        }
+        ClientVerb::Create { name, kind, redirect_uris, scopes, allowed_origins } => {
+            let body = json!({
+                "name": name, "kind": kind, "redirect_uris": redirect_uris,
+                "scopes": scopes, "allowed_origins": allowed_origins,
+            });
+            let v = c.call(Method::POST, "/clients", Some(body), &[]).await?;
+            print_client_secret(remote, &v)?;
+        }
+        ClientVerb::Delete { client } => {
+            c.call(Method::DELETE, &format!("/clients/{}", seg(&client)), None, &[]).await?;
+        }
+        ClientVerb::Rotate { client } => {
+            let v = c.call(Method::POST, &format!("/clients/{}/rotate", seg(&client)), None, &[]).await?;
+            if remote.json {
+                print_json(&v);
+            } else {
+                let secret = v["client_secret"].as_str().ok_or_else(|| anyhow!("the server returned no secret"))?;
+                println!("{secret}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a new client's id and, for a service client, its secret: one per
+/// line (or the JSON answer with `--json`).
+fn print_client_secret(remote: &Remote, v: &Value) -> anyhow::Result<()> {
+    if remote.json {
+        print_json(v);
+        return Ok(());
+    }
+    let id = v["client_id"].as_str().ok_or_else(|| anyhow!("the server returned no client id"))?;
+    println!("{id}");
+    if let Some(secret) = v["client_secret"].as_str() {
+        println!("{secret}");
+    }
+    Ok(())
+}
+
+/// `moat identity …`.
+pub async fn identity(remote: &Remote, verb: IdentityVerb) -> anyhow::Result<()> {
+    let c = Client::new(remote)?;
+    let on = |v: Option<String>| v.map(|v| v == "on");
+    match verb {
+        IdentityVerb::Show => out(remote, &c.call(Method::GET, "/identity", None, &[]).await?, None),
+        IdentityVerb::Set { dynamic_registration, metadata_clients } => {
+            let body = json!({
+                "allow_registration": on(dynamic_registration),
+                "allow_metadata_clients": on(metadata_clients),
+            });
+            let mut body = body;
+            if let Some(o) = body.as_object_mut() {
+                o.retain(|_, v| !v.is_null());
+            }
+            out(remote, &c.call(Method::PUT, "/identity", Some(body), &[]).await?, None);
+        }
+        IdentityVerb::SetIdp {
+            issuer,
+            client_id,
+            client_secret_stdin,
+            scopes,
+            groups_claim,
+            admin_groups,
+            default_role,
+        } => {
+            let secret = if client_secret_stdin { Some(read_value()?) } else { None };
+            let role_map: serde_json::Map<String, Value> =
+                admin_groups.into_iter().map(|g| (g, Value::String("admin".into()))).collect();
+            let mut idp = json!({
+                "issuer": issuer, "client_id": client_id, "scopes": scopes,
+                "groups_claim": groups_claim, "role_map": role_map, "default_role": default_role,
+            });
+            if let (Some(s), Some(o)) = (&secret, idp.as_object_mut()) {
+                use secrecy::ExposeSecret as _;
+                o.insert("client_secret".into(), Value::String(s.expose_secret().to_owned()));
+            }
+            out(remote, &c.call(Method::PUT, "/identity", Some(json!({ "idp": idp })), &[]).await?, None);
+        }
+        IdentityVerb::RemoveIdp => {
+            out(remote, &c.call(Method::PUT, "/identity", Some(json!({ "idp": null })), &[]).await?, None);
+        }
+        IdentityVerb::RevokeAll => out(remote, &c.call(Method::POST, "/identity/revoke", None, &[]).await?, None),
+        IdentityVerb::Keys => out(
+            remote,
+            &c.call(Method::GET, "/identity/keys", None, &[]).await?,
+            Some(&["kid", "alg", "created_at", "retired_at"]),
+        ),
+        IdentityVerb::RotateKey => out(remote, &c.call(Method::POST, "/identity/keys/rotate", None, &[]).await?, None),
     }
     Ok(())
 }

@@ -89,6 +89,21 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// OAuth clients: service clients (client credentials) and public apps (code + PKCE).
+    Client {
+        #[command(subcommand)]
+        verb: ClientVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Identity: the identity provider for human login, registration
+    /// switches, signing keys, tenant-wide token revocation.
+    Identity {
+        #[command(subcommand)]
+        verb: IdentityVerb,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Upstream MCP servers.
     Server {
         #[command(subcommand)]
@@ -368,6 +383,90 @@ pub fn parse_rule(s: &str) -> Result<serde_json::Value, String> {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ClientVerb {
+    /// List clients (never their secrets).
+    List,
+    /// Show one client.
+    Show { client: String },
+    /// Create a client; a service client's id and secret are printed once
+    /// (two lines: client_id, then client_secret).
+    Create {
+        /// Unique name within the tenant.
+        #[arg(long)]
+        name: String,
+        /// `service` (client credentials) or `public` (code + PKCE).
+        #[arg(long, default_value = "service", value_parser = ["service", "public"])]
+        kind: String,
+        /// A redirect URI of a public client (repeatable).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// A scope the client may hold (repeatable): mcp:tools, mcp:resources,
+        /// mcp:prompts; admin:read, admin:write for public clients only.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// A browser origin its tokens are bound to (repeatable).
+        #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+        allowed_origins: Vec<String>,
+    },
+    /// Revoke a client and every grant it holds.
+    #[command(alias = "revoke")]
+    Delete { client: String },
+    /// Regenerate a service client's secret; prints the new one once (the
+    /// only stdout line).
+    #[command(alias = "regenerate")]
+    Rotate { client: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IdentityVerb {
+    /// Show the tenant's identity settings.
+    Show,
+    /// Turn the registration switches on or off.
+    Set {
+        /// Users may authorize dynamically registered (RFC 7591) clients.
+        #[arg(long, value_parser = ["on", "off"])]
+        dynamic_registration: Option<String>,
+        /// Users may authorize clients identified by a metadata-document URL.
+        #[arg(long, value_parser = ["on", "off"])]
+        metadata_clients: Option<String>,
+    },
+    /// Set the OpenID Connect provider humans log in with. The client
+    /// secret, when the provider issued one, is read from stdin.
+    SetIdp {
+        /// The provider's issuer URL.
+        #[arg(long)]
+        issuer: String,
+        /// moat's client id at the provider.
+        #[arg(long)]
+        client_id: String,
+        /// Read moat's client secret at the provider from stdin.
+        #[arg(long)]
+        client_secret_stdin: bool,
+        /// Scopes to request.
+        #[arg(long, default_value = "openid email profile")]
+        scopes: String,
+        /// The ID-token claim that lists groups.
+        #[arg(long, default_value = "groups")]
+        groups_claim: String,
+        /// A group whose members are admins (repeatable).
+        #[arg(long = "admin-group", value_name = "GROUP")]
+        admin_groups: Vec<String>,
+        /// Role of everyone else: member or admin.
+        #[arg(long, default_value = "member", value_parser = ["member", "admin"])]
+        default_role: String,
+    },
+    /// Remove the identity provider (humans can no longer log in).
+    RemoveIdp,
+    /// End every access token, refresh token and browser session of the
+    /// tenant, from their next use (API keys stay).
+    RevokeAll,
+    /// List the signing keys (public halves).
+    Keys,
+    /// Rotate the signing key (the old one verifies during the grace period).
+    RotateKey,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum KekVerb {
     /// Re-wrap every tenant's data keys under a new key-encryption key.
     Rotate,
@@ -513,6 +612,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { verb, remote } => admin::user(&remote, verb).await,
         Command::Key { verb, remote } => admin::key(&remote, verb).await,
         Command::Server { verb, remote } => admin::server(&remote, verb).await,
+        Command::Client { verb, remote } => admin::client(&remote, verb).await,
+        Command::Identity { verb, remote } => admin::identity(&remote, verb).await,
         Command::Audit { verb, remote } => admin::audit(&remote, verb).await,
         Command::Team { verb, remote } => admin::team(&remote, verb).await,
         Command::Credential { verb, remote } => admin::credential(&remote, verb).await,

@@ -38,6 +38,18 @@
 //! | `upstream.list_cache_ttl_s` | `MOAT_UPSTREAM_LIST_CACHE_TTL_S` | |
 //! | `session.idle_timeout_s` | `MOAT_SESSION_IDLE_TIMEOUT_S` | |
 //! | `auth.key_cache_ttl_s` | `MOAT_AUTH_KEY_CACHE_TTL_S` | |
+//! | `oauth.access_token_ttl_s` (default 900) | `MOAT_OAUTH_ACCESS_TOKEN_TTL_S` | |
+//! | `oauth.refresh_token_ttl_s` (default 30 days) | `MOAT_OAUTH_REFRESH_TOKEN_TTL_S` | |
+//! | `oauth.code_ttl_s` (default 60) | `MOAT_OAUTH_CODE_TTL_S` | |
+//! | `oauth.session_ttl_s` (default 8 h) | `MOAT_OAUTH_SESSION_TTL_S` | |
+//! | `oauth.signing_alg` (`RS256` or `ES256`) | `MOAT_OAUTH_SIGNING_ALG` | |
+//! | `oauth.key_grace_s` (default 3600) | `MOAT_OAUTH_KEY_GRACE_S` | |
+//! | `oauth.dynamic_registration` (default true) | `MOAT_OAUTH_DYNAMIC_REGISTRATION` | |
+//! | `oauth.client_metadata_documents` (default true) | `MOAT_OAUTH_CLIENT_METADATA_DOCUMENTS` | |
+//! | `oauth.allow_private_urls` (default false) | `MOAT_OAUTH_ALLOW_PRIVATE_URLS` | |
+//! | `oauth.requests_per_minute` (default 300) | `MOAT_OAUTH_REQUESTS_PER_MINUTE` | |
+//! | `oauth.failures_per_minute` (default 20) | `MOAT_OAUTH_FAILURES_PER_MINUTE` | |
+//! | `oauth.registrations_per_hour` (default 30) | `MOAT_OAUTH_REGISTRATIONS_PER_HOUR` | |
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -83,7 +95,26 @@ struct RawConfig {
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
+    oauth: RawOAuth,
+    #[serde(default)]
     servers: Vec<RawServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    access_token_ttl_s: Option<u64>,
+    refresh_token_ttl_s: Option<u64>,
+    code_ttl_s: Option<u64>,
+    session_ttl_s: Option<u64>,
+    signing_alg: Option<String>,
+    key_grace_s: Option<u64>,
+    dynamic_registration: Option<bool>,
+    client_metadata_documents: Option<bool>,
+    allow_private_urls: Option<bool>,
+    requests_per_minute: Option<u64>,
+    failures_per_minute: Option<u64>,
+    registrations_per_hour: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +272,8 @@ pub struct Config {
     pub session_idle_timeout: Duration,
     /// API key verification cache TTL.
     pub key_cache_ttl: Duration,
+    /// The authorization server's settings.
+    pub oauth: moat_gateway::config::OAuthConfig,
     /// Static upstreams.
     pub servers: Vec<ServerConfig>,
 }
@@ -618,6 +651,84 @@ fn validate(
     let key_cache_ttl = Duration::from_secs(
         number(raw.auth.key_cache_ttl_s, "MOAT_AUTH_KEY_CACHE_TTL_S", "auth.key_cache_ttl_s", 0)?.unwrap_or(60),
     );
+    let o = &raw.oauth;
+    let secs = |v: Option<u64>, var: &str, key: &str, min: u64, default: u64| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(number(v, var, key, min)?.unwrap_or(default)))
+    };
+    let boolean = |v: Option<bool>, var: &str, key: &str, default: bool| -> Result<bool, ConfigError> {
+        match env(var) {
+            Some(t) => match t.trim() {
+                "true" | "1" | "on" | "yes" => Ok(true),
+                "false" | "0" | "off" | "no" => Ok(false),
+                other => {
+                    Err(ConfigError::new(format!("environment {var}"), key, format!("`{other}` is not true or false")))
+                }
+            },
+            None => Ok(v.unwrap_or(default)),
+        }
+    };
+    let count = |v: Option<u64>, var: &str, key: &str, default: u32| -> Result<u32, ConfigError> {
+        Ok(u32::try_from(number(v, var, key, 1)?.unwrap_or(u64::from(default))).unwrap_or(u32::MAX))
+    };
+    let signing_alg = match pick(o.signing_alg.clone(), "MOAT_OAUTH_SIGNING_ALG", None, "") {
+        None => moat_auth::SigningAlg::Rs256,
+        Some((v, src)) => v
+            .parse()
+            .map_err(|_| ConfigError::new(src, "oauth.signing_alg", format!("`{v}` is not one of: RS256, ES256")))?,
+    };
+    let access_token_ttl =
+        secs(o.access_token_ttl_s, "MOAT_OAUTH_ACCESS_TOKEN_TTL_S", "oauth.access_token_ttl_s", 10, 900)?;
+    let oauth = moat_gateway::config::OAuthConfig {
+        access_token_ttl,
+        refresh_token_ttl: secs(
+            o.refresh_token_ttl_s,
+            "MOAT_OAUTH_REFRESH_TOKEN_TTL_S",
+            "oauth.refresh_token_ttl_s",
+            60,
+            30 * 86400,
+        )?,
+        code_ttl: secs(o.code_ttl_s, "MOAT_OAUTH_CODE_TTL_S", "oauth.code_ttl_s", 1, 60)?,
+        pending_ttl: Duration::from_secs(600),
+        session_ttl: secs(o.session_ttl_s, "MOAT_OAUTH_SESSION_TTL_S", "oauth.session_ttl_s", 60, 8 * 3600)?,
+        signing_alg,
+        key_grace: secs(o.key_grace_s, "MOAT_OAUTH_KEY_GRACE_S", "oauth.key_grace_s", 0, 3600)?,
+        dynamic_registration: boolean(
+            o.dynamic_registration,
+            "MOAT_OAUTH_DYNAMIC_REGISTRATION",
+            "oauth.dynamic_registration",
+            true,
+        )?,
+        client_metadata_documents: boolean(
+            o.client_metadata_documents,
+            "MOAT_OAUTH_CLIENT_METADATA_DOCUMENTS",
+            "oauth.client_metadata_documents",
+            true,
+        )?,
+        allow_private_urls: boolean(
+            o.allow_private_urls,
+            "MOAT_OAUTH_ALLOW_PRIVATE_URLS",
+            "oauth.allow_private_urls",
+            false,
+        )?,
+        requests_per_minute: count(
+            o.requests_per_minute,
+            "MOAT_OAUTH_REQUESTS_PER_MINUTE",
+            "oauth.requests_per_minute",
+            300,
+        )?,
+        failures_per_minute: count(
+            o.failures_per_minute,
+            "MOAT_OAUTH_FAILURES_PER_MINUTE",
+            "oauth.failures_per_minute",
+            20,
+        )?,
+        registrations_per_hour: count(
+            o.registrations_per_hour,
+            "MOAT_OAUTH_REGISTRATIONS_PER_HOUR",
+            "oauth.registrations_per_hour",
+            30,
+        )?,
+    };
     let mut servers = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (i, s) in raw.servers.into_iter().enumerate() {
@@ -720,6 +831,7 @@ fn validate(
         list_cache_ttl,
         session_idle_timeout,
         key_cache_ttl,
+        oauth,
         servers,
     })
 }

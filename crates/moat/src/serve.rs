@@ -211,9 +211,14 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
     gw.list_cache_ttl = cfg.list_cache_ttl;
     gw.session_idle_timeout = cfg.session_idle_timeout;
     gw.key_cache_ttl = cfg.key_cache_ttl;
+    gw.oauth = cfg.oauth.clone();
 
     let (audit, audit_writer) = AuditSink::start(store.clone());
-    let auth = Authenticator::new(store.clone(), audit.clone(), gw.key_cache_ttl).context("starting authentication")?;
+    let identity = Arc::new(
+        moat_gateway::identity::Identity::new(store.clone(), &gw).context("starting the authorization server")?,
+    );
+    let auth = Authenticator::new(store.clone(), audit.clone(), gw.key_cache_ttl, identity.clone())
+        .context("starting authentication")?;
     let pool = UpstreamPool::new(&gw);
     let firewall = Arc::new(
         moat_gateway::firewall::Firewall::new(
@@ -272,6 +277,7 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
             },
         ),
         firewall,
+        identity,
         shutdown: shutdown.clone(),
     });
     // A key rotation cut short (a crash, a kill) is finished now, in the
@@ -295,6 +301,10 @@ pub async fn serve(flags: Overrides) -> anyhow::Result<()> {
             tick.tick().await;
             sweeper.sessions.sweep();
             sweeper.parking.sweep();
+            sweeper.identity.limits.housekeeping();
+            if let Err(e) = sweeper.store.purge_expired_oauth(moat_core::now_ms()).await {
+                tracing::warn!(error = %e, "could not purge expired authorization state");
+            }
             match sweeper.store.expire_approvals_cross_tenant(moat_core::now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "approvals expired unanswered"),

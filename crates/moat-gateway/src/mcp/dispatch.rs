@@ -280,8 +280,27 @@ fn normalise_modern(method: &str, result: &mut Value) {
 
 type Routed = Result<(Value, Option<String>), (ErrorObject, Option<String>)>;
 
+/// The OAuth scope an MCP method needs (beyond authentication).
+fn needed_scope(method: &str) -> Option<moat_core::Scope> {
+    use moat_core::Scope;
+    match method.split_once('/').map_or(method, |(family, _)| family) {
+        "tools" => Some(Scope::McpTools),
+        "resources" => Some(Scope::McpResources),
+        "prompts" => Some(Scope::McpPrompts),
+        _ => None,
+    }
+}
+
 async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
     let local = |r: Result<Value, ErrorObject>| r.map(|v| (v, None)).map_err(|e| (e, None));
+    if let Some(scope) = needed_scope(method)
+        && !ctx.principal.has_scope(scope)
+    {
+        return local(Err(err(
+            code::FORBIDDEN,
+            format!("Forbidden: `{method}` needs the `{}` scope, which this token does not carry", scope.as_str()),
+        )));
+    }
     match method {
         "ping" => Ok((json!({}), None)),
         "server/discover" => local(discover(ctx).await),

@@ -46,6 +46,8 @@ fn anonymous_principal(entry: &ServerEntry) -> Principal {
         operator: false,
         credential_id: format!("anonymous:{}", entry.record.id),
         method: AuthMethod::Anonymous,
+        scopes: moat_core::Scopes::mcp(),
+        allowed_origins: Vec::new(),
     }
 }
 
@@ -66,10 +68,13 @@ pub async fn resolve_caller(
             return Ok(Caller { principal: anonymous_principal(entry), scope: Scope::Server(entry.clone()), meta });
         }
     }
-    let principal = match app.auth.authenticate(headers, &meta).await {
+    let principal = match app.auth.authenticate(headers, &meta, path).await {
         Ok(p) => p,
         Err(f) => return Err(wire::auth_failure(app, path, &f)),
     };
+    if !principal.scopes.any_mcp() {
+        return Err(wire::insufficient_scope("mcp:tools mcp:resources mcp:prompts"));
+    }
     let scope = match server {
         None => Scope::Aggregate,
         Some(name) => match app.pool.get(&principal.tenant_id, name) {

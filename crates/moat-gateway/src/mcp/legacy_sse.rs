@@ -93,7 +93,7 @@ pub async fn post_message(
     body: Bytes,
 ) -> Response {
     let meta = wire::request_meta(&headers, Some(addr));
-    let principal = match app.auth.authenticate(&headers, &meta).await {
+    let principal = match app.auth.authenticate(&headers, &meta, "/messages").await {
         Ok(p) => p,
         Err(f) => {
             // An anonymous server's SSE session is reached without a key.

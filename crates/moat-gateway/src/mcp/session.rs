@@ -456,6 +456,30 @@ impl SessionStore {
         }
     }
 
+    /// Ends every session of a tenant opened with an access token or a
+    /// browser session (tenant-wide revocation; API-key sessions stay).
+    pub fn close_tenant(&self, tenant: &moat_core::TenantId) {
+        let ids: Vec<String> = self
+            .sessions
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter(|s| {
+                        s.principal.tenant_id == *tenant
+                            && matches!(
+                                s.principal.method,
+                                moat_core::AuthMethod::AccessToken | moat_core::AuthMethod::Session
+                            )
+                    })
+                    .map(|s| s.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            self.remove(&id);
+        }
+    }
+
     /// Every live session (for notification fan-out).
     pub fn all(&self) -> Vec<Arc<Session>> {
         self.sessions.read().map(|m| m.values().cloned().collect()).unwrap_or_default()

@@ -43,16 +43,42 @@ pub fn resource_metadata_url(app: &App, path: &str) -> String {
 /// 401 with the `WWW-Authenticate` challenge, or 503 when authentication
 /// could not be performed (fail closed).
 pub fn auth_failure(app: &App, path: &str, failure: &AuthFailure) -> Response {
-    if *failure == AuthFailure::Unavailable {
-        return rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, code::INTERNAL_ERROR, failure.to_string());
+    match failure {
+        AuthFailure::Unavailable => {
+            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, code::INTERNAL_ERROR, failure.to_string());
+        }
+        AuthFailure::Throttled(secs) => {
+            let mut resp = rpc_error(StatusCode::TOO_MANY_REQUESTS, None, code::UPSTREAM_ERROR, failure.to_string());
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+        AuthFailure::Origin => return rpc_error(StatusCode::FORBIDDEN, None, code::FORBIDDEN, failure.to_string()),
+        AuthFailure::Missing | AuthFailure::Invalid(_) => {}
     }
     let mut challenge = format!("Bearer resource_metadata=\"{}\"", resource_metadata_url(app, path));
+    if path.starts_with("/mcp") || path.starts_with("/sse") {
+        challenge.push_str(", scope=\"mcp:tools mcp:resources mcp:prompts\"");
+    }
     if matches!(failure, AuthFailure::Invalid(_)) {
         challenge.push_str(
             ", error=\"invalid_token\", error_description=\"the access token is invalid, revoked or expired\"",
         );
     }
     let mut resp = rpc_error(StatusCode::UNAUTHORIZED, None, code::UPSTREAM_ERROR, failure.to_string());
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// 403 for a token without the scope a request needs (RFC 6750 §3.1),
+/// naming the scopes to ask for.
+pub fn insufficient_scope(scopes: &str) -> Response {
+    let mut resp =
+        rpc_error(StatusCode::FORBIDDEN, None, code::FORBIDDEN, format!("Forbidden: this needs the scopes `{scopes}`"));
+    let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scopes}\"");
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

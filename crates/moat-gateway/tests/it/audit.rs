@@ -91,7 +91,7 @@ async fn concurrent_first_uses_of_a_key_verify_it_once() {
     let mut headers = axum::http::HeaderMap::new();
     headers.insert(header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
     let meta = moat_gateway::authn::RequestMeta::default();
-    let all = futures::future::join_all((0..16).map(|_| gw.state.auth.authenticate(&headers, &meta))).await;
+    let all = futures::future::join_all((0..16).map(|_| gw.state.auth.authenticate(&headers, &meta, "/mcp"))).await;
     assert!(all.iter().all(Result::is_ok), "{all:?}");
     // A fresh verification is audited as `auth.success`; the 15 callers that
     // waited found the key cached instead of running Argon2id again.

@@ -10,5 +10,6 @@ mod aggregate;
 mod audit;
 mod legacy;
 mod modern;
+mod oauth;
 mod support;
 mod surface;

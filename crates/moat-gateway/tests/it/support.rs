@@ -172,7 +172,9 @@ impl Gw {
         gw.call_timeout = Duration::from_secs(10);
         tweak(&mut gw);
         let (audit, _writer) = AuditSink::start(store.clone());
-        let auth = Authenticator::new(store.clone(), audit.clone(), gw.key_cache_ttl).expect("authenticator");
+        let identity = Arc::new(moat_gateway::identity::Identity::new(store.clone(), &gw).expect("identity"));
+        let auth = Authenticator::new(store.clone(), audit.clone(), gw.key_cache_ttl, identity.clone())
+            .expect("authenticator");
         let pool = UpstreamPool::new(&gw);
         let firewall = Arc::new(
             moat_gateway::firewall::Firewall::new(Default::default(), store.clone(), audit.clone()).expect("firewall"),
@@ -197,6 +199,7 @@ impl Gw {
                 Default::default(),
             ),
             firewall,
+            identity,
             shutdown: CancellationToken::new(),
         });
         let app = moat_gateway::router(state.clone());

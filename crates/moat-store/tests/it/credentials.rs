@@ -580,3 +580,41 @@ pub async fn isolation(ctx: Ctx) {
     assert!(sealed.iter().all(|c| c.sealed == SEALED && c.wrapped_dek == DEK1));
     assert_eq!(sealed.len(), 3);
 }
+
+/// Deletes read the row and then delete it in one transaction, while the
+/// audit sink commits batches from another connection. On SQLite a deferred
+/// transaction could not upgrade its read lock after such a commit and failed
+/// at once with "database is locked"; write transactions now take the lock up
+/// front and wait for it.
+pub async fn writes_race_the_audit_sink(ctx: Ctx) {
+    let s = &ctx.store;
+    let w = world(s, "acme").await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let target = format!("X-Key-{i}");
+        ids.push(put(s, &w.tenant.id, spec(ScopeTier::Org, Owner::Org, &w.web, &target)).await.unwrap().id);
+    }
+    let audit = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let events: Vec<_> = (0..8)
+                    .map(|_| moat_store::AuditEvent::new("user", "tool.call", moat_store::AuditResult::Ok))
+                    .collect();
+                s.append_audit(&events).await.unwrap();
+            }
+        })
+    };
+    let deletes: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let (s, t) = (s.clone(), w.tenant.id.clone());
+            tokio::spawn(async move { s.delete_credential(&t, &id).await })
+        })
+        .collect();
+    for d in deletes {
+        assert!(d.await.unwrap().unwrap().is_some(), "every delete succeeds while the audit sink writes");
+    }
+    audit.await.unwrap();
+    assert_eq!(count_rows(&ctx, "credentials", w.tenant.id.as_str()).await, 0);
+}

@@ -73,7 +73,9 @@ where
                 "GRANT USAGE ON SCHEMA public TO {role}; \
                  GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, users, api_keys, servers, \
                  teams, team_members, tenant_keys, credentials, approvals, tool_pins, \
-                 firewall_policies, firewall_patterns TO {role}; \
+                 firewall_policies, firewall_patterns, tenant_secrets, signing_keys, tenant_auth, \
+                 oauth_clients, oauth_pending, oauth_grants, oauth_codes, oauth_refresh_tokens, \
+                 oauth_revoked_tokens, oauth_consents, browser_sessions TO {role}; \
                  GRANT SELECT, INSERT ON audit_events TO {role};"
             ))
             .execute(&raw)

@@ -14,6 +14,7 @@ mod firewall;
 mod harness;
 mod keys;
 mod migrations;
+mod oauth;
 mod rls;
 mod servers;
 mod teams;
@@ -53,7 +54,18 @@ on_both_backends! {
     teams: [crud_and_membership, isolation],
     tenant_keys: [lifecycle, cross_tenant_listing_and_isolation, bytes_round_trip],
     firewall: [approvals, pins, policies_and_patterns, isolation],
-    credentials: [crud, unique_slot_per_scope, shape_checks, cascades, candidates_for_call, rotation, last_used, isolation],
+    oauth: [clients, codes_and_refresh_tokens, token_status_and_revocation, pending_and_consent, signing_keys_and_settings],
+    credentials: [
+        crud,
+        unique_slot_per_scope,
+        shape_checks,
+        cascades,
+        candidates_for_call,
+        rotation,
+        last_used,
+        isolation,
+        writes_race_the_audit_sink,
+    ],
 }
 
 #[tokio::test]

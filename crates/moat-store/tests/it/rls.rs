@@ -67,6 +67,17 @@ pub async fn policies(ctx: Ctx) {
         "tool_pins",
         "firewall_policies",
         "firewall_patterns",
+        "tenant_secrets",
+        "signing_keys",
+        "tenant_auth",
+        "oauth_clients",
+        "oauth_pending",
+        "oauth_grants",
+        "oauth_codes",
+        "oauth_refresh_tokens",
+        "oauth_revoked_tokens",
+        "oauth_consents",
+        "browser_sessions",
     ] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&app).await.unwrap();
         assert_eq!(n, 0, "{table} without app.tenant_id");

@@ -160,3 +160,15 @@ proptest! {
         prop_assert_ne!(*ka, *kb);
     }
 }
+
+#[test]
+fn mac_tags_bind_key_tenant_and_purpose() {
+    let dek = Dek::generate().unwrap();
+    let tag = crate::mac_tag(&dek, "t1", "browser-session", b"abc").unwrap();
+    assert!(crate::mac_verify(&dek, "t1", "browser-session", b"abc", &tag));
+    assert!(!crate::mac_verify(&dek, "t2", "browser-session", b"abc", &tag));
+    assert!(!crate::mac_verify(&dek, "t1", "other", b"abc", &tag));
+    assert!(!crate::mac_verify(&dek, "t1", "browser-session", b"abd", &tag));
+    assert!(!crate::mac_verify(&Dek::generate().unwrap(), "t1", "browser-session", b"abc", &tag));
+    assert!(!crate::mac_verify(&dek, "t1", "browser-session", b"abc", "!!not base64"));
+}
