@@ -127,15 +127,20 @@ impl Session {
     /// Opens a session: a fresh HTTP client, and in the legacy era the
     /// `initialize` handshake.
     pub async fn connect(endpoint: &Endpoint, opts: SessionOptions) -> Result<Self, CallError> {
+        let http = http_client(opts.timeout, 1)?;
+        Self::connect_via(http, endpoint, opts).await
+    }
+
+    /// Opens a session over `http`, an HTTP client shared with other
+    /// sessions (its keep-alive connections carry the requests of many
+    /// sessions: what a session costs the server is then its state, not a
+    /// connection).
+    pub async fn connect_via(
+        http: reqwest::Client,
+        endpoint: &Endpoint,
+        opts: SessionOptions,
+    ) -> Result<Self, CallError> {
         let era = opts.era;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(1)
-            .timeout(opts.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| CallError::Transport(error_chain(&e)))?;
         let mut headers = HeaderMap::new();
         let accept = if opts.accept_sse { "application/json, text/event-stream" } else { "application/json" };
         headers.insert(ACCEPT, HeaderValue::from_static(accept));
@@ -230,12 +235,38 @@ impl Session {
         check_echo(&answer, text)
     }
 
+    /// Sends `ping` in the session and checks that the answer is a result
+    /// (a session the server no longer holds answers 404).
+    pub async fn ping(&mut self) -> Result<(), CallError> {
+        let id = self.take_id();
+        let resp = self.post(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)).await?;
+        let answer = read_answer(resp, id).await?;
+        if answer.get("result").is_none() {
+            return Err(CallError::BadResponse("ping answered without a result".into()));
+        }
+        Ok(())
+    }
+
     /// Ends a legacy session (DELETE with its id); errors are ignored.
     pub async fn close(self) {
         if self.era == Era::Legacy && self.headers.contains_key("mcp-session-id") {
             let _ = self.http.delete(&self.url).headers(self.headers.clone()).send().await;
         }
     }
+}
+
+/// An HTTP/1.1 client for sessions: no proxy, `TCP_NODELAY`, no redirects,
+/// at most `connections` idle keep-alive connections per host.
+pub fn http_client(timeout: Duration, connections: usize) -> Result<reqwest::Client, CallError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(connections)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| CallError::Transport(error_chain(&e)))
 }
 
 /// Reads a JSON or SSE answer to its end and returns the JSON-RPC response

@@ -10,7 +10,9 @@
 //!   overhead of each target over a baseline, and CPU per call of watched
 //!   processes ([`report`]); `run` ([`orchestrate`]) starts `bench-upstream`
 //!   and a throw-away `moat` itself, registers the upstream, and measures it
-//!   directly and through moat (plain, firewall off, and everything on).
+//!   directly and through moat (plain, firewall off, and everything on);
+//!   `sessions` ([`sessions`]) measures moat's memory at rest and holding
+//!   many idle legacy sessions.
 //!
 //! This crate treats moat as a black box: it depends on no other moat crate
 //! and talks to the gateway only over HTTP and its CLI, as a user would.
@@ -21,4 +23,5 @@ pub mod load;
 pub mod orchestrate;
 pub mod procfs;
 pub mod report;
+pub mod sessions;
 pub mod upstream;

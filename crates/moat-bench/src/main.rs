@@ -12,6 +12,7 @@ use moat_bench::client::{Endpoint, Era};
 use moat_bench::load::{self, LoadConfig, Target, Watched};
 use moat_bench::orchestrate::{self, RunOptions, Scenario};
 use moat_bench::report::{Machine, Report};
+use moat_bench::sessions::{self, SessionsOptions};
 
 /// Reproducible MCP load for moat: tools/call over Streamable HTTP.
 #[derive(Parser, Debug)]
@@ -28,6 +29,9 @@ enum Cmd {
     /// Start bench-upstream and a throw-away moat, and measure the upstream
     /// directly and through moat.
     Run(RunArgs),
+    /// Start a throw-away moat and measure its memory: idle (no upstream,
+    /// several starts) and holding many idle legacy MCP sessions.
+    Sessions(SessionsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +123,45 @@ struct RunArgs {
     /// `key_cache_ttl_s = 3600` (tuning experiments).
     #[arg(long, value_name = "FILE")]
     moat_config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct SessionsArgs {
+    /// Legacy (2025-11-25) sessions to open and hold; 0 measures only the
+    /// idle memory.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Keep-alive client connections the sessions are opened over.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Seconds to wait after the last session is open before reading memory.
+    #[arg(long, default_value_t = 5.0)]
+    settle: f64,
+    /// Starts of an upstream-less moat for the idle figure (median); 0 skips it.
+    #[arg(long, default_value_t = 7)]
+    idle_runs: usize,
+    /// Per-request timeout, milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// The moat binary (default: beside this executable).
+    #[arg(long)]
+    moat: Option<PathBuf>,
+    /// The bench-upstream binary (default: beside this executable).
+    #[arg(long)]
+    upstream: Option<PathBuf>,
+    /// TOML appended to the generated moat.toml (tuning experiments).
+    #[arg(long, value_name = "FILE")]
+    moat_config: Option<PathBuf>,
+    /// An environment variable for `moat serve`, e.g. MALLOC_ARENA_MAX=2
+    /// (allocator experiments); repeatable.
+    #[arg(long = "moat-env", value_name = "NAME=VALUE")]
+    moat_env: Vec<String>,
+    /// Print the report as JSON on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
 }
 
 impl Common {
@@ -214,6 +257,39 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
     args.common.emit(&report)
 }
 
+async fn sessions_cmd(args: SessionsArgs) -> anyhow::Result<()> {
+    if !(args.settle.is_finite() && args.settle >= 0.0) {
+        bail!("--settle must be a non-negative number of seconds");
+    }
+    let mut moat_env = Vec::new();
+    for spec in &args.moat_env {
+        let (name, value) = split_pair(spec)?;
+        moat_env.push((name.to_owned(), value.to_owned()));
+    }
+    let opts = SessionsOptions {
+        moat: args.moat,
+        upstream: args.upstream,
+        sessions: args.sessions,
+        connections: args.connections,
+        settle: Duration::from_secs_f64(args.settle),
+        idle_runs: args.idle_runs,
+        timeout: Duration::from_millis(args.timeout_ms),
+        extra_config: args.moat_config,
+        moat_env,
+    };
+    let report = sessions::run(&opts).await?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(())
+}
+
 async fn interrupted() -> anyhow::Error {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -247,6 +323,7 @@ fn main() -> ExitCode {
                 match cli.command {
                     Cmd::Load(a) => load_cmd(a).await,
                     Cmd::Run(a) => run_cmd(a).await,
+                    Cmd::Sessions(a) => sessions_cmd(a).await,
                 }
             } => r,
             e = interrupted() => Err(e),

@@ -92,28 +92,28 @@ pub struct RunOptions {
 }
 
 /// A child process that is killed if it is still running when dropped.
-struct Proc {
+pub(crate) struct Proc {
     name: &'static str,
     child: Child,
-    pid: u32,
+    pub pid: u32,
     /// Kept open so that the child never writes into a closed pipe.
     _stdout: Option<BufReader<ChildStdout>>,
 }
 
 impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command) -> anyhow::Result<Self> {
+    pub fn spawn(name: &'static str, mut cmd: Command) -> anyhow::Result<Self> {
         cmd.kill_on_drop(true).stdin(Stdio::null());
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
         Ok(Proc { name, child, pid, _stdout: None })
     }
 
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
-    async fn stop(mut self, grace: Duration) {
+    pub async fn stop(mut self, grace: Duration) {
         if self.exited().is_some() {
             return;
         }
@@ -128,7 +128,7 @@ impl Proc {
 }
 
 /// A command, under `taskset -c CPU` when `cpu` is given.
-fn command(program: &Path, cpu: Option<u32>) -> Command {
+pub(crate) fn command(program: &Path, cpu: Option<u32>) -> Command {
     match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -142,7 +142,7 @@ fn command(program: &Path, cpu: Option<u32>) -> Command {
 /// Removes every `MOAT_*` variable from a child's environment, so that the
 /// caller's settings (a database URL, a config file) cannot leak into the
 /// throw-away gateway.
-fn clean_env(cmd: &mut Command) {
+pub(crate) fn clean_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("MOAT_") {
             cmd.env_remove(key);
@@ -156,7 +156,7 @@ fn beside_self(name: &str) -> anyhow::Result<PathBuf> {
     Ok(dir.join(name))
 }
 
-fn binary(given: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn binary(given: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     let path = match given {
         Some(p) => p.clone(),
         None => beside_self(name)?,
@@ -171,16 +171,171 @@ fn binary(given: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
 }
 
 /// The last `n` lines of a log file, for error messages.
-fn log_tail(path: &Path, n: usize) -> String {
+pub(crate) fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What [`Rig::start`] needs.
+pub(crate) struct RigOptions<'a> {
+    pub moat_bin: &'a Path,
+    pub upstream_bin: &'a Path,
+    /// Holds the data dir and `moat.toml`.
+    pub dir: &'a Path,
+    /// moat's stdout and stderr.
+    pub moat_log: &'a Path,
+    /// Names under which the upstream is registered (same URL each).
+    pub servers: &'a [&'a str],
+    /// TOML appended to the generated `moat.toml`.
+    pub extra_config: Option<&'a Path>,
+    /// Extra environment of `moat serve` (allocator experiments such as
+    /// `MALLOC_ARENA_MAX`).
+    pub moat_env: &'a [(String, String)],
+    pub moat_cpu: Option<u32>,
+    pub load_cpu: Option<u32>,
+    pub upstream_threads: Option<usize>,
+    pub upstream_modern: bool,
+}
+
+/// `bench-upstream` and a throw-away `moat` that registers it, both running.
+/// Dropping it kills both (`kill_on_drop`); [`Rig::stop`] ends them gently.
+pub(crate) struct Rig {
+    pub upstream: Proc,
+    /// `127.0.0.1:PORT` of the upstream.
+    pub upstream_addr: String,
+    /// The upstream's MCP endpoint.
+    pub upstream_url: String,
+    pub moat: Proc,
+    /// `http://127.0.0.1:PORT` of moat.
+    pub moat_url: String,
+    /// The owner key `moat init` printed.
+    pub key: String,
+    /// What a report should say about how the rig was set up.
+    pub notes: Vec<String>,
+}
+
+impl Rig {
+    /// Starts the upstream, runs `moat init` in `dir/data`, writes
+    /// `dir/moat.toml` registering the upstream under each of `servers`,
+    /// then starts `moat serve` and waits for `/healthz`.
+    pub async fn start(o: &RigOptions<'_>) -> anyhow::Result<Rig> {
+        let mut notes = Vec::new();
+        // 1. The upstream.
+        let mut cmd = command(o.upstream_bin, o.load_cpu);
+        cmd.arg("--listen").arg("127.0.0.1:0").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if let Some(n) = o.upstream_threads {
+            cmd.arg("--threads").arg(n.to_string());
+        }
+        if o.upstream_modern {
+            cmd.arg("--modern");
+        }
+        let mut upstream = Proc::spawn("bench-upstream", cmd)?;
+        let stdout = upstream.child.stdout.take().ok_or_else(|| anyhow!("bench-upstream has no stdout"))?;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+            .await
+            .context("bench-upstream did not say where it listens within 10 s")?
+            .context("reading bench-upstream's stdout")?;
+        upstream._stdout = Some(reader);
+        let upstream_addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| anyhow!("unexpected first line from bench-upstream: {line:?}"))?
+            .to_owned();
+        let upstream_url = format!("http://{upstream_addr}/mcp");
+        eprintln!("bench-upstream: pid {} at {upstream_url}", upstream.pid);
+
+        // 2. A fresh data dir and its owner key.
+        let data = o.dir.join("data");
+        let key = moat_init(o.moat_bin, &data).await?;
+
+        // 3. The configuration.
+        let config = o.dir.join("moat.toml");
+        let mut toml = String::new();
+        for server in o.servers {
+            toml.push_str(&format!(
+                "[[servers]]\nname = \"{server}\"\ntransport = \"streamable-http\"\nurl = \"{upstream_url}\"\n\n"
+            ));
+        }
+        if let Some(extra) = o.extra_config {
+            let text = std::fs::read_to_string(extra).with_context(|| format!("reading {}", extra.display()))?;
+            toml.push_str(&text);
+            notes.push(format!("moat.toml extended with {}: {}", extra.display(), one_line(&text)));
+        }
+        std::fs::write(&config, toml).context("writing moat.toml")?;
+
+        // 4. The gateway.
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let moat_url = format!("http://{listen}");
+        let mut cmd = command(o.moat_bin, o.moat_cpu);
+        serve_command(&mut cmd, &data, &listen, o.moat_log, o.moat_env)?;
+        cmd.arg("--config").arg(&config);
+        if !o.moat_env.is_empty() {
+            let env: Vec<String> = o.moat_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            notes.push(format!("moat serve ran with {}", env.join(" ")));
+        }
+        let mut moat = Proc::spawn("moat", cmd)?;
+        wait_ready(&mut moat, &format!("{moat_url}/healthz"), Duration::from_millis(100), Duration::from_secs(60))
+            .await?;
+        eprintln!("moat: pid {} at {moat_url}", moat.pid);
+        Ok(Rig { upstream, upstream_addr, upstream_url, moat, moat_url, key, notes })
+    }
+
+    /// Stops moat, then the upstream.
+    pub async fn stop(self) {
+        self.moat.stop(Duration::from_secs(10)).await;
+        self.upstream.stop(Duration::from_secs(10)).await;
+    }
+}
+
+/// `moat init --data-dir DATA`; returns the owner key it prints.
+pub(crate) async fn moat_init(moat_bin: &Path, data: &Path) -> anyhow::Result<String> {
+    let mut init = Command::new(moat_bin);
+    clean_env(&mut init);
+    init.arg("init").arg("--data-dir").arg(data).stdin(Stdio::null()).kill_on_drop(true);
+    let out = init.output().await.context("running `moat init`")?;
+    if !out.status.success() {
+        bail!("`moat init` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let key = String::from_utf8(out.stdout).context("`moat init` printed non-UTF-8")?.trim().to_owned();
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        bail!("`moat init` did not print one API key");
+    }
+    Ok(key)
+}
+
+/// Makes `cmd` a `moat serve --data-dir DATA --listen LISTEN` with a clean
+/// environment plus `env`, its output appended to `log`.
+pub(crate) fn serve_command(
+    cmd: &mut Command,
+    data: &Path,
+    listen: &str,
+    log: &Path,
+    env: &[(String, String)],
+) -> anyhow::Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    clean_env(cmd);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen")
+        .arg(listen)
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    Ok(())
 }
 
 /// Runs the whole measurement and returns its report.
@@ -223,80 +378,22 @@ async fn run_in(
     };
     let machine = Machine::now();
 
-    // 1. The upstream.
-    let mut cmd = command(upstream_bin, load_cpu);
-    cmd.arg("--listen").arg("127.0.0.1:0").stdout(Stdio::piped()).stderr(Stdio::inherit());
-    if let Some(n) = opts.upstream_threads {
-        cmd.arg("--threads").arg(n.to_string());
-    }
-    if opts.upstream_modern {
-        cmd.arg("--modern");
-    }
-    let mut upstream = Proc::spawn("bench-upstream", cmd)?;
-    let stdout = upstream.child.stdout.take().ok_or_else(|| anyhow!("bench-upstream has no stdout"))?;
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
-        .await
-        .context("bench-upstream did not say where it listens within 10 s")?
-        .context("reading bench-upstream's stdout")?;
-    upstream._stdout = Some(reader);
-    let upstream_addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| anyhow!("unexpected first line from bench-upstream: {line:?}"))?
-        .to_owned();
-    let upstream_url = format!("http://{upstream_addr}/mcp");
-    eprintln!("bench-upstream: pid {} at {upstream_url}", upstream.pid);
-
-    // 2. A fresh data dir and its owner key.
-    let data = dir.join("data");
-    let mut init = Command::new(moat_bin);
-    clean_env(&mut init);
-    init.arg("init").arg("--data-dir").arg(&data).stdin(Stdio::null()).kill_on_drop(true);
-    let out = init.output().await.context("running `moat init`")?;
-    if !out.status.success() {
-        bail!("`moat init` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let key = String::from_utf8(out.stdout).context("`moat init` printed non-UTF-8")?.trim().to_owned();
-    if key.is_empty() || key.contains(char::is_whitespace) {
-        bail!("`moat init` did not print one API key");
-    }
-
-    // 3. The configuration.
-    let config = dir.join("moat.toml");
-    let mut toml = String::new();
-    for server in ["bench", "bench-lite", "bench-all"] {
-        toml.push_str(&format!(
-            "[[servers]]\nname = \"{server}\"\ntransport = \"streamable-http\"\nurl = \"{upstream_url}\"\n\n"
-        ));
-    }
-    if let Some(extra) = &opts.extra_config {
-        let text = std::fs::read_to_string(extra).with_context(|| format!("reading {}", extra.display()))?;
-        toml.push_str(&text);
-        notes.push(format!("moat.toml extended with {}: {}", extra.display(), one_line(&text)));
-    }
-    std::fs::write(&config, toml).context("writing moat.toml")?;
-
-    // 4. The gateway.
-    let port = free_port()?;
-    let listen = format!("127.0.0.1:{port}");
-    let moat_url = format!("http://{listen}");
-    let log = std::fs::File::create(moat_log).context("creating moat.log")?;
-    let mut cmd = command(moat_bin, moat_cpu);
-    clean_env(&mut cmd);
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--listen")
-        .arg(&listen)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log));
-    let mut moat = Proc::spawn("moat", cmd)?;
-    wait_healthy(&mut moat, &moat_url, Duration::from_secs(60)).await?;
-    eprintln!("moat: pid {} at {moat_url}", moat.pid);
+    let rig = Rig::start(&RigOptions {
+        moat_bin,
+        upstream_bin,
+        dir,
+        moat_log,
+        servers: &["bench", "bench-lite", "bench-all"],
+        extra_config: opts.extra_config.as_deref(),
+        moat_env: &[],
+        moat_cpu,
+        load_cpu,
+        upstream_threads: opts.upstream_threads,
+        upstream_modern: opts.upstream_modern,
+    })
+    .await?;
+    let Rig { upstream, upstream_addr, upstream_url, mut moat, moat_url, key, notes: rig_notes } = rig;
+    notes.extend(rig_notes);
 
     admin(
         moat_bin,
@@ -389,22 +486,24 @@ fn rand_u64() -> u64 {
     (nanos as u64).rotate_left(17) ^ u64::from(std::process::id())
 }
 
-async fn wait_healthy(moat: &mut Proc, base: &str, within: Duration) -> anyhow::Result<()> {
+/// Polls `url` every `every` until it answers 2xx; fails if moat exits or
+/// `within` passes first.
+pub(crate) async fn wait_ready(moat: &mut Proc, url: &str, every: Duration, within: Duration) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build()?;
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(status) = moat.exited() {
-            bail!("moat exited before it was healthy ({status})");
+            bail!("moat exited before {url} answered ({status})");
         }
-        if let Ok(resp) = http.get(format!("{base}/healthz")).send().await
+        if let Ok(resp) = http.get(url).send().await
             && resp.status().is_success()
         {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("moat was not healthy within {} s", within.as_secs());
+            bail!("{url} did not answer within {} s", within.as_secs());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -58,6 +58,18 @@ pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// How many of `pid`'s open file descriptors are sockets.
+pub fn socket_count(pid: u32) -> io::Result<u64> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(entry) = entry else { continue };
+        if std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// The 1-minute load average (`/proc/loadavg`).
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_ascii_whitespace().next()?.parse().ok()
@@ -93,5 +105,14 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_ticks(me).is_ok());
         assert!(status_kib(me, "VmRSS").unwrap() > 0);
+    }
+
+    #[test]
+    fn own_sockets_are_counted() {
+        let me = std::process::id();
+        let before = socket_count(me).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(socket_count(me).unwrap(), before + 1);
+        drop(listener);
     }
 }

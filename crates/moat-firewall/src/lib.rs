@@ -11,6 +11,7 @@ pub mod encoded;
 pub mod engine;
 pub mod error;
 pub mod finding;
+mod lazy;
 pub mod normalize;
 pub mod policy;
 pub mod rules;

@@ -17,7 +17,10 @@
 //!   apply in that direction, run over the whole text;
 //! * a [`RegexSet`] over the keyword-gated rules, run only inside windows
 //!   around keyword hits;
-//! * one [`Regex`] per rule, used to extract spans for the rules that fired.
+//! * one [`Regex`] per rule, used to extract spans for the rules that fired,
+//!   compiled on first use (most rules never fire; see `lazy.rs`). The
+//!   patterns of the built-in tables are parsed here, not compiled: a syntax
+//!   error or a missing capture group still fails the compile.
 //!
 //! Every pattern is compiled in ASCII mode (`unicode(false)`): `\w`, `\s`, `\d`
 //! and `(?i)` are ASCII-only, which keeps the automata small and fast.
@@ -32,6 +35,7 @@
 
 use crate::error::FirewallError;
 use crate::finding::{Category, Confidence, Direction, Finding, Scanner};
+use crate::lazy::LazyRegex;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use std::borrow::Cow;
@@ -257,7 +261,7 @@ struct CompiledRule {
     directions: Directions,
     generic: bool,
     context: Option<ContextCheck>,
-    regex: Regex,
+    regex: LazyRegex,
 }
 
 struct Keyword {
@@ -311,6 +315,29 @@ fn regex_builder(pattern: &str) -> RegexBuilder {
     let mut b = RegexBuilder::new(pattern);
     b.unicode(false).size_limit(SIZE_LIMIT).dfa_size_limit(DFA_SIZE_LIMIT);
     b
+}
+
+/// Compiles the regex of a built-in rule (on its first use).
+fn build_rule_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    regex_builder(pattern).build()
+}
+
+/// Checks a built-in rule's pattern without compiling it: it must parse as
+/// [`regex_builder`] parses it (ASCII mode, bytes) and have the capture
+/// group the rule reports.
+fn check_builtin(rule: &Rule) -> Result<(), FirewallError> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(rule.pattern)
+        .map_err(|_| FirewallError::BuiltinRule { id: rule.id, reason: "syntax error" })?;
+    // Group 0, the whole match, plus the explicit groups.
+    let captures_len = hir.properties().explicit_captures_len() + 1;
+    if rule.secret_group >= captures_len {
+        return Err(FirewallError::BuiltinRule { id: rule.id, reason: "no such capture group" });
+    }
+    Ok(())
 }
 
 fn valid_custom_id(id: &str) -> bool {
@@ -375,16 +402,8 @@ impl RuleSet {
         let mut keywords: Vec<Keyword> = Vec::new();
 
         for rule in rules {
-            let regex = regex_builder(rule.pattern).build().map_err(|e| FirewallError::BuiltinRule {
-                id: rule.id,
-                reason: match e {
-                    regex::Error::CompiledTooBig(_) => "compiled size limit exceeded",
-                    _ => "syntax error",
-                },
-            })?;
-            if rule.secret_group >= regex.captures_len() {
-                return Err(FirewallError::BuiltinRule { id: rule.id, reason: "no such capture group" });
-            }
+            check_builtin(rule)?;
+            let regex = LazyRegex::new(rule.pattern, build_rule_regex);
             let index = u32::try_from(compiled.len()).map_err(|_| FirewallError::RuleSetTooLarge)?;
             compiled.push(CompiledRule {
                 id: Cow::Borrowed(rule.id),
@@ -433,7 +452,7 @@ impl RuleSet {
                 directions: Directions::ALL,
                 generic: false,
                 context: None,
-                regex,
+                regex: LazyRegex::compiled(regex),
             });
         }
 
@@ -647,20 +666,29 @@ impl RuleSet {
     fn extract(&self, ri: usize, text: &[u8], start: usize, end: usize, direction: Direction, hits: &mut Vec<Hit>) {
         let rule = &self.rules[ri];
         let hay = &text[..end];
-        let mut locs = rule.regex.capture_locations();
-        let mut at = start;
         let rule_index = ri as u32;
+        let Some(regex) = rule.regex.get() else {
+            // Unreachable for a pattern that parsed and is part of a set
+            // that compiled; should it happen, fail closed: the whole
+            // searched range is the finding.
+            if end > start {
+                hits.push(Hit { rule: rule_index, start, end, confidence: rule.confidence });
+            }
+            return;
+        };
+        let mut locs = regex.capture_locations();
+        let mut at = start;
         for _ in 0..self.options.max_matches_per_rule {
             if at > hay.len() {
                 break;
             }
             let (ms, me) = if rule.group == 0 {
-                match rule.regex.find_at(hay, at) {
+                match regex.find_at(hay, at) {
                     Some(m) => (m.start(), m.end()),
                     None => break,
                 }
             } else {
-                match rule.regex.captures_read_at(&mut locs, hay, at) {
+                match regex.captures_read_at(&mut locs, hay, at) {
                     Some(m) => (m.start(), m.end()),
                     None => break,
                 }
@@ -899,6 +927,42 @@ mod tests {
     fn builtin_compiles() {
         let set = RuleSet::builtin().unwrap();
         assert!(set.len() > 150, "{}", set.len());
+    }
+
+    #[test]
+    fn every_builtin_rule_regex_compiles_with_its_group() {
+        // RuleSet::compile only parses the built-in patterns; compile each.
+        for rule in builtin_rules() {
+            let regex = build_rule_regex(rule.pattern).unwrap_or_else(|e| panic!("{}: {e}", rule.id));
+            assert!(rule.secret_group < regex.captures_len(), "{}", rule.id);
+        }
+    }
+
+    #[test]
+    fn rule_regexes_compile_on_first_use_only() {
+        let set = RuleSet::builtin().unwrap();
+        assert!(set.rules.iter().all(|r| !r.regex.is_compiled()));
+        let f = scan(&set, "key AKIAQ3EGWZ4JXKTB7R5M", Direction::Request);
+        assert!(f.iter().any(|f| f.rule == "aws-access-token"), "{f:?}");
+        let compiled: Vec<&str> = set.rules.iter().filter(|r| r.regex.is_compiled()).map(|r| r.id.as_ref()).collect();
+        assert!(compiled.contains(&"aws-access-token"), "{compiled:?}");
+        assert!(compiled.len() < 10, "{compiled:?}");
+        // The same scan again gives the same findings.
+        assert_eq!(scan(&set, "key AKIAQ3EGWZ4JXKTB7R5M", Direction::Request), f);
+    }
+
+    #[test]
+    fn a_builtin_syntax_error_or_missing_group_is_refused() {
+        let broken = [Rule::new("broken", Category::Secret, r"(unclosed").keywords(&["x"])];
+        assert!(matches!(
+            RuleSet::compile(&broken, &[], RuleSetOptions::default()),
+            Err(FirewallError::BuiltinRule { id: "broken", reason: "syntax error" })
+        ));
+        let no_group = [Rule::new("nogroup", Category::Secret, r"ab(c)").keywords(&["x"]).group(2)];
+        assert!(matches!(
+            RuleSet::compile(&no_group, &[], RuleSetOptions::default()),
+            Err(FirewallError::BuiltinRule { id: "nogroup", reason: "no such capture group" })
+        ));
     }
 
     #[test]

@@ -67,6 +67,9 @@ impl Default for FirewallOptions {
 /// Resolved (server, tool) policies kept per tenant.
 const MAX_CACHED_SCOPES: usize = 4096;
 
+/// Listed items remembered as scanned clean (see [`Firewall::clean_key`]).
+const MAX_CLEAN_ITEMS: u64 = 100_000;
+
 /// The default payload budget: 1 MiB.
 pub const DEFAULT_PAYLOAD_BUDGET: usize = 1 << 20;
 
@@ -84,6 +87,9 @@ struct TenantRules {
     overrides: Vec<Override>,
     patterns: Vec<(String, String, String)>,
     engine: Option<Arc<Engine>>,
+    /// Names the engine in force: `standard`, or the SHA-256 of the
+    /// patterns it was compiled with.
+    engine_key: String,
     loaded: Instant,
     /// Resolved policies per (server, tool), built on first use: the
     /// request path reads them instead of layering the overrides (and
@@ -197,6 +203,11 @@ pub struct Firewall {
     tenants: RwLock<HashMap<TenantId, Arc<TenantRules>>>,
     waiters: Mutex<Waiters>,
     hidden: RwLock<HashMap<(TenantId, ServerId), HiddenSet>>,
+    /// Listed items (as sanitised) that the engine found nothing in, by
+    /// [`Firewall::clean_key`]: an unchanged description is not scanned again
+    /// each time its list is fetched. Only clean results are kept, so every
+    /// finding is still decided, redacted and audited on every fetch.
+    clean: moka::sync::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for Firewall {
@@ -244,6 +255,7 @@ impl Firewall {
             tenants: RwLock::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             hidden: RwLock::new(HashMap::new()),
+            clean: moka::sync::Cache::builder().max_capacity(MAX_CLEAN_ITEMS).build(),
         })
     }
 
@@ -286,6 +298,7 @@ impl Firewall {
                         overrides: Vec::new(),
                         patterns: Vec::new(),
                         engine: None,
+                        engine_key: STANDARD_ENGINE.to_owned(),
                         loaded: Instant::now() - TENANT_TTL,
                         scopes: Mutex::default(),
                     }),
@@ -329,7 +342,11 @@ impl Firewall {
                 }
             },
         };
-        Ok(TenantRules { overrides, patterns, engine, loaded: Instant::now(), scopes: Mutex::default() })
+        let engine_key = match &engine {
+            Some(_) => moat_vault::fingerprint(serde_json::to_string(&patterns).unwrap_or_default().as_bytes()),
+            None => STANDARD_ENGINE.to_owned(),
+        };
+        Ok(TenantRules { overrides, patterns, engine, engine_key, loaded: Instant::now(), scopes: Mutex::default() })
     }
 
     /// The policy and the payload budget for one tool of one server: the
@@ -637,8 +654,16 @@ impl Firewall {
     }
 
     fn set_hidden(&self, tenant: &TenantId, server: &ServerId, item: &str, hidden: bool) {
+        // Nearly always already so (every listed item on every fetch): a
+        // shared lock and no key copies for that.
+        let key = (tenant.clone(), server.clone());
+        let unchanged =
+            self.hidden.read().ok().is_some_and(|h| h.get(&key).is_some_and(|set| set.contains(item) == hidden));
+        if unchanged {
+            return;
+        }
         if let Ok(mut h) = self.hidden.write() {
-            let entry = h.entry((tenant.clone(), server.clone())).or_default();
+            let entry = h.entry(key).or_default();
             let present = entry.contains(item);
             if present != hidden {
                 let mut set = (**entry).clone();
@@ -706,8 +731,15 @@ impl Firewall {
     ) -> bool {
         let engine = rules.engine.as_deref().unwrap_or(&self.engine);
         let started = Instant::now();
+        let clean_key = Self::clean_key(&server.tenant_id, rules, item);
+        if clean_key.as_ref().is_some_and(|k| self.clean.contains_key(k)) {
+            return true;
+        }
         let found = engine.scan_json(item, Direction::Description);
         if found.is_empty() {
+            if let Some(k) = clean_key {
+                self.clean.insert(k, ());
+            }
             return true;
         }
         let findings: Vec<_> = found.iter().map(|j| j.finding.clone()).collect();
@@ -751,6 +783,21 @@ impl Firewall {
             self.record(&subject, Direction::Description, &verdict, started.elapsed()).await;
         }
         !drop
+    }
+
+    /// What identifies one description scan: the tenant, the engine in force
+    /// and the item exactly as scanned (sanitised), hashed with SHA-256. The
+    /// scan is a pure function of the engine and the item, so an item with
+    /// this key that was clean is clean again; any change to any member of
+    /// the item (or to the tenant's patterns) is a new key, scanned afresh.
+    fn clean_key(tenant: &TenantId, rules: &TenantRules, item: &Value) -> Option<String> {
+        let mut bytes = Vec::with_capacity(1024);
+        bytes.extend_from_slice(tenant.as_str().as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(rules.engine_key.as_bytes());
+        bytes.push(0);
+        serde_json::to_writer(&mut bytes, item).ok()?;
+        Some(moat_vault::fingerprint(&bytes))
     }
 
     /// Compares an item's fingerprint with its pin; records what is new or
@@ -873,6 +920,9 @@ pub fn validate_pattern(name: &str, category: &str, pattern: &str) -> Result<(),
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+/// [`TenantRules::engine_key`] of the deployment's standard engine.
+const STANDARD_ENGINE: &str = "standard";
 
 /// The fields of a listed item that say what it is and does: what a model
 /// reads and what an admin approves. Transport details that differ between
@@ -1118,6 +1168,35 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
         let c = json!({ "name": "t", "description": "d!", "inputSchema": { "type": "object", "properties": {} } });
         assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+
+    /// Unlike the pin fingerprint, the key of a remembered clean scan covers
+    /// every member (`_meta` too: the scan reads it), the tenant and the
+    /// engine.
+    #[test]
+    fn clean_scan_keys_cover_the_whole_item_the_tenant_and_the_engine() {
+        let rules = |engine_key: &str| TenantRules {
+            overrides: Vec::new(),
+            patterns: Vec::new(),
+            engine: None,
+            engine_key: engine_key.to_owned(),
+            loaded: Instant::now(),
+            scopes: Mutex::default(),
+        };
+        let (t1, t2) = (TenantId::from_string("t1"), TenantId::from_string("t2"));
+        let standard = rules(STANDARD_ENGINE);
+        let item = json!({ "name": "t", "description": "d", "_meta": { "x": 1 } });
+        let key = |t: &TenantId, r: &TenantRules, v: &Value| Firewall::clean_key(t, r, v).unwrap();
+        assert_eq!(key(&t1, &standard, &item), key(&t1, &standard, &item.clone()));
+        for changed in [
+            json!({ "name": "t", "description": "d ", "_meta": { "x": 1 } }),
+            json!({ "name": "t", "description": "d", "_meta": { "x": 2 } }),
+            json!({ "name": "t", "description": "d" }),
+        ] {
+            assert_ne!(key(&t1, &standard, &item), key(&t1, &standard, &changed), "{changed}");
+        }
+        assert_ne!(key(&t1, &standard, &item), key(&t2, &standard, &item));
+        assert_ne!(key(&t1, &standard, &item), key(&t1, &rules("0123abcd"), &item));
     }
 
     #[test]

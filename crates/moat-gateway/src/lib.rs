@@ -146,7 +146,10 @@ async fn observe(mut req: Request, next: Next) -> Response {
     if let Ok(v) = request_id.parse() {
         req.headers_mut().insert("x-request-id", v);
     }
-    let span = tracing::info_span!("request", request_id = %request_id, route, method = %method);
+    // A DEBUG span: at the default level the one access line below names
+    // the request, and a span per request (its fields formatted, entered on
+    // every poll) cost ~4% of moat's CPU per call at 2,000 calls/s.
+    let span = tracing::debug_span!("request", request_id = %request_id, route, method = %method);
     let mut resp = next.run(req).instrument(span).await;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();

@@ -7,7 +7,8 @@
 //! tenant never shares a process with another. Each binding's instance has
 //! its own list caches, which `list_changed` notifications (and restarts)
 //! invalidate, and its own scrubber, which removes the injected credential
-//! values from everything the upstream sends.
+//! values from everything the upstream sends. A cached page is shared, not
+//! copied: callers of the same binding read one [`ListPage`].
 
 use crate::config::GatewayConfig;
 use crate::credentials::Binding;
@@ -44,6 +45,39 @@ pub struct ServerNotification {
 }
 
 type ListKey = (bool, &'static str, Option<String>);
+
+/// One page of a list method as the firewall let it through, cached per
+/// instance (credential binding), era, method and cursor, and shared by the
+/// callers of that instance.
+#[derive(Debug)]
+pub struct ListPage {
+    value: Value,
+    aggregated: OnceLock<Vec<Value>>,
+}
+
+impl ListPage {
+    fn new(value: Value) -> Self {
+        Self { value, aggregated: OnceLock::new() }
+    }
+
+    /// The page as the filter left it (names as the upstream gave them).
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The page, owned.
+    pub fn into_value(self) -> Value {
+        self.value
+    }
+
+    /// The page's items as the aggregated endpoint lists them, built by
+    /// `build` from [`value`](Self::value) on first use and kept as long as
+    /// the page is cached. Sound because a page belongs to one server and
+    /// one method: whoever calls this builds the same items.
+    pub fn aggregated(&self, build: impl FnOnce(&Value) -> Vec<Value>) -> &[Value] {
+        self.aggregated.get_or_init(|| build(&self.value))
+    }
+}
 
 /// Inspects what upstreams send before it is cached or fanned out: the
 /// firewall, installed once at start ([`UpstreamPool::set_filter`]).
@@ -84,7 +118,7 @@ pub struct Instance {
     legacy: Mutex<Option<Upstream>>,
     spec: UpstreamSpec,
     options: UpstreamOptions,
-    lists: Mutex<HashMap<ListKey, (Value, Instant)>>,
+    lists: Mutex<HashMap<ListKey, (Arc<ListPage>, Instant)>>,
     unhealthy_until: Mutex<Option<Instant>>,
     last_used: Mutex<Instant>,
 }
@@ -500,11 +534,26 @@ impl UpstreamPool {
         cursor: Option<String>,
         ctx: CallContext,
     ) -> Result<Value, UpstreamError> {
+        let page = self.shared_page(entry, modern, method, cursor, ctx).await?;
+        Ok(Arc::try_unwrap(page).map_or_else(|shared| shared.value.clone(), ListPage::into_value))
+    }
+
+    /// [`list_page`](Self::list_page) without the copy: the cached page
+    /// itself. With a list TTL of zero nothing is cached, so the caller
+    /// holds the only reference and may take the page.
+    pub async fn shared_page(
+        &self,
+        entry: &Arc<Instance>,
+        modern: bool,
+        method: &'static str,
+        cursor: Option<String>,
+        ctx: CallContext,
+    ) -> Result<Arc<ListPage>, UpstreamError> {
         let key = (modern, method, cursor.clone());
-        if let Some((value, at)) = entry.lists.lock().ok().and_then(|l| l.get(&key).cloned())
+        if let Some((page, at)) = entry.lists.lock().ok().and_then(|l| l.get(&key).cloned())
             && at.elapsed() < self.list_ttl
         {
-            return Ok(value);
+            return Ok(page);
         }
         let params = cursor.map(|c| serde_json::json!({ "cursor": c }));
         let result = match entry.upstream_for(modern).await {
@@ -524,10 +573,13 @@ impl UpstreamPool {
         if let (Some(filter), Some(server)) = (self.filter.get(), entry.server.upgrade()) {
             filter.list(&server.record, method, &mut value).await;
         }
-        if let Ok(mut lists) = entry.lists.lock() {
-            lists.insert(key, (value.clone(), Instant::now()));
+        let page = Arc::new(ListPage::new(value));
+        if !self.list_ttl.is_zero()
+            && let Ok(mut lists) = entry.lists.lock()
+        {
+            lists.insert(key, (page.clone(), Instant::now()));
         }
-        Ok(value)
+        Ok(page)
     }
 
     /// Shuts every upstream down (SIGTERM path).

@@ -4,13 +4,12 @@
 //! namespaced name or URI, and passes everything else through untouched.
 
 use super::mrtr;
-use super::names::{self, list_key};
+use super::names;
 use crate::authn::RequestMeta;
 use crate::firewall::{self, Subject};
 use crate::state::App;
 use crate::telemetry;
 use crate::upstreams::{Instance, ServerEntry, list_method};
-use base64::Engine as _;
 use moat_core::Principal;
 use moat_firewall::{Action, Direction};
 use moat_mcp::client::{CallContext, ServerRequest, UpstreamError};
@@ -359,54 +358,6 @@ fn needed_capability(method: &str) -> Option<&'static str> {
     }
 }
 
-/// Relays the upstream's server-to-client requests of one call to the
-/// downstream client of a legacy session, on the call's own stream.
-fn relay_server_requests(ctx: &CallCtx, server: &str) -> Option<mpsc::Sender<ServerRequest>> {
-    let (session, out) = (ctx.session.clone()?, ctx.notify.clone()?);
-    let caps = ctx.client_caps.clone().unwrap_or(Value::Null);
-    let timeout = ctx.app.cfg.call_timeout;
-    let (app, principal, server) = (ctx.app.clone(), ctx.principal.clone(), server.to_owned());
-    let (tx, mut rx) = mpsc::channel::<ServerRequest>(8);
-    tokio::spawn(async move {
-        while let Some(mut req) = rx.recv().await {
-            // What the upstream asks of the client (sampling prompts,
-            // elicitation messages) is upstream content: scanned alike.
-            if let Some(p) = req.params.as_mut() {
-                let s = Subject {
-                    tenant: &principal.tenant_id,
-                    principal: Some(&principal),
-                    server: &server,
-                    tool: None,
-                    method: &req.method,
-                    request_id: None,
-                    source_addr: None,
-                };
-                let verdict = app.firewall.inspect_notification(&s, p).await;
-                if verdict.enforced() >= Action::Approve {
-                    let message = firewall::blocked_response(&s, &verdict);
-                    let _ = req.reply.send(Err(err(code::FORBIDDEN, message)));
-                    continue;
-                }
-            }
-            if let Some(cap) = needed_capability(&req.method)
-                && caps.get(cap).is_none()
-            {
-                let _ = req.reply.send(Err(err(
-                    code::METHOD_NOT_FOUND,
-                    format!("the client did not declare the `{cap}` capability"),
-                )));
-                continue;
-            }
-            let (session, out) = (session.clone(), out.clone());
-            tokio::spawn(async move {
-                let result = session.request_client(&out, &req.method, req.params, timeout).await;
-                let _ = req.reply.send(result);
-            });
-        }
-    });
-    Some(tx)
-}
-
 /// Which namespaced member addresses the server, per method.
 enum Target {
     Name,
@@ -664,51 +615,112 @@ async fn call_upstream(
             None => {}
         }
     }
-    let (progress_tx, relay) = match &ctx.notify {
-        Some(downstream) => {
-            let (tx, mut rx) = mpsc::channel::<Value>(64);
-            let downstream = downstream.clone();
-            let (app, tenant, principal) = (ctx.app.clone(), ctx.principal.tenant_id.clone(), ctx.principal.clone());
-            let (server, tool) = (entry.name().to_owned(), s.tool.map(str::to_owned));
-            let relay = tokio::spawn(async move {
-                while let Some(mut params) = rx.recv().await {
-                    let method = if params.get("progressToken").is_some() {
-                        "notifications/progress"
-                    } else {
-                        "notifications/message"
-                    };
-                    let s = Subject {
-                        tenant: &tenant,
-                        principal: Some(&principal),
-                        server: &server,
-                        tool: tool.as_deref(),
-                        method,
-                        request_id: None,
-                        source_addr: None,
-                    };
-                    if app.firewall.inspect_notification(&s, &mut params).await.enforced() >= Action::Approve {
-                        continue;
-                    }
-                    if downstream.send(Message::notification(method, Some(params))).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            (Some(tx), Some(relay))
+    let Some(downstream) = ctx.notify.clone() else {
+        return match inst.upstream_for(ctx.modern).await {
+            Ok(upstream) => upstream.request(method, params, call_context(ctx, None)).await.map_err(fail),
+            Err(e) => Err(fail(e)),
+        };
+    };
+    // The call's progress and log notifications, and (on a legacy session)
+    // its server-to-client requests, are relayed from this task while the
+    // call runs: no task of their own for the common call that sends none.
+    let (progress_tx, mut progress_rx) = mpsc::channel::<Value>(64);
+    let mut call = call_context(ctx, Some(progress_tx));
+    let mut server_rx = None;
+    if ctx.session.is_some() {
+        let (tx, rx) = mpsc::channel::<ServerRequest>(8);
+        call.server_requests = Some(tx);
+        server_rx = Some(rx);
+    }
+    let request = async {
+        match inst.upstream_for(ctx.modern).await {
+            Ok(upstream) => upstream.request(method, params, call).await,
+            Err(e) => Err(e),
         }
-        None => (None, None),
     };
-    let mut call = call_context(ctx, progress_tx);
-    call.server_requests = relay_server_requests(ctx, entry.name());
-    let result = match inst.upstream_for(ctx.modern).await {
-        Ok(upstream) => upstream.request(method, params, call).await,
-        Err(e) => Err(e),
+    let mut request = std::pin::pin!(request);
+    let relay = NotificationRelay { ctx, server: entry.name(), tool: s.tool, downstream: &downstream };
+    let result = loop {
+        tokio::select! {
+            // Notifications first: each precedes the answer it belongs to.
+            biased;
+            Some(params) = progress_rx.recv() => relay.progress(params).await,
+            Some(req) = async { server_rx.as_mut()?.recv().await } => relay.server_request(req).await,
+            r = &mut request => break r,
+        }
     };
-    if let Some(relay) = relay {
-        // The sender side is gone with the call: the relay drains and ends.
-        let _ = relay.await;
+    while let Ok(params) = progress_rx.try_recv() {
+        relay.progress(params).await;
     }
     result.map_err(fail)
+}
+
+/// Relays one upstream call's notifications and server-to-client requests
+/// to the downstream client, through the firewall.
+struct NotificationRelay<'a> {
+    ctx: &'a CallCtx,
+    server: &'a str,
+    tool: Option<&'a str>,
+    downstream: &'a mpsc::Sender<Message>,
+}
+
+impl NotificationRelay<'_> {
+    fn subject<'s>(&'s self, method: &'s str) -> Subject<'s> {
+        Subject {
+            tenant: &self.ctx.principal.tenant_id,
+            principal: Some(&self.ctx.principal),
+            server: self.server,
+            tool: self.tool,
+            method,
+            request_id: None,
+            source_addr: None,
+        }
+    }
+
+    /// A progress or log notification (by its params).
+    async fn progress(&self, mut params: Value) {
+        let method =
+            if params.get("progressToken").is_some() { "notifications/progress" } else { "notifications/message" };
+        let s = self.subject(method);
+        if self.ctx.app.firewall.inspect_notification(&s, &mut params).await.enforced() >= Action::Approve {
+            return;
+        }
+        let _ = self.downstream.send(Message::notification(method, Some(params))).await;
+    }
+
+    /// A server-to-client request (sampling, elicitation, roots): scanned
+    /// like any upstream content, checked against the client's declared
+    /// capabilities, then asked of the client on the call's own stream.
+    async fn server_request(&self, mut req: ServerRequest) {
+        let Some(session) = self.ctx.session.clone() else {
+            let _ = req.reply.send(Err(err(code::METHOD_NOT_FOUND, "no client session to ask")));
+            return;
+        };
+        if let Some(p) = req.params.as_mut() {
+            let s = self.subject(&req.method);
+            let verdict = self.ctx.app.firewall.inspect_notification(&s, p).await;
+            if verdict.enforced() >= Action::Approve {
+                let message = firewall::blocked_response(&s, &verdict);
+                let _ = req.reply.send(Err(err(code::FORBIDDEN, message)));
+                return;
+            }
+        }
+        if let Some(cap) = needed_capability(&req.method)
+            && self.ctx.client_caps.as_ref().and_then(|c| c.get(cap)).is_none()
+        {
+            let _ = req
+                .reply
+                .send(Err(err(code::METHOD_NOT_FOUND, format!("the client did not declare the `{cap}` capability"))));
+            return;
+        }
+        // The client's answer may take a while (a human may be asked): it
+        // is awaited in a task of its own, so the call goes on meanwhile.
+        let (out, timeout) = (self.downstream.clone(), self.ctx.app.cfg.call_timeout);
+        tokio::spawn(async move {
+            let result = session.request_client(&out, &req.method, req.params, timeout).await;
+            let _ = req.reply.send(result);
+        });
+    }
 }
 
 /// Serves a modern call through the MRTR bridge when it resumes a parked
@@ -756,101 +768,14 @@ async fn bridged(ctx: &CallCtx, entry: &Arc<Instance>, method: &str, params: Opt
     )
 }
 
-/// The aggregated cursor: which server to continue at, and its own cursor.
-fn encode_cursor(server: &str, inner: Option<&str>) -> String {
-    let raw = json!({ "s": server, "c": inner }).to_string();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_cursor(cursor: &str) -> Option<(String, Option<String>)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let v: Value = serde_json::from_slice(&raw).ok()?;
-    let server = v.get("s")?.as_str()?.to_owned();
-    let inner = match v.get("c")? {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        _ => return None,
-    };
-    Some((server, inner))
-}
-
-/// Merges one list method over the caller's servers. Pages of upstreams
-/// that do not paginate are merged into one response; when an upstream
-/// returns a `nextCursor`, the response stops there and the aggregated
-/// cursor continues inside that upstream, so pagination passes through.
-/// A failing upstream is skipped (and logged), never failing the list.
+/// Merges one list method over the caller's servers: see [`super::lists`].
 async fn aggregate_list(ctx: &CallCtx, method: &str, params: Option<&Value>) -> Result<Value, ErrorObject> {
-    let method = list_method(method).unwrap_or("tools/list");
-    let key = list_key(method).unwrap_or("tools");
-    let entries = ctx.app.pool.for_tenant(&ctx.principal.tenant_id);
-    let (start, mut cursor) = match params.and_then(|p| p.get("cursor")) {
-        None | Some(Value::Null) => (0, None),
-        Some(Value::String(c)) => {
-            let invalid = || err(code::INVALID_PARAMS, "invalid or expired cursor");
-            let (server, inner) = decode_cursor(c).ok_or_else(invalid)?;
-            let idx = entries.iter().position(|e| e.name() == server).ok_or_else(invalid)?;
-            (idx, inner)
-        }
-        Some(_) => return Err(err(code::INVALID_PARAMS, "`cursor` must be a string")),
-    };
-    let timeout = ctx.app.cfg.call_timeout.min(Duration::from_secs(10));
-    let mut items = Vec::new();
-    for entry in entries.iter().skip(start) {
-        let this_cursor = cursor.take();
-        let resuming = this_cursor.is_some();
-        let inst = match ctx.instance(entry).await {
-            Ok(i) => i,
-            Err(e) if resuming => return Err(e),
-            Err(e) => {
-                tracing::warn!(upstream = entry.name(), method, error = %e.message, "skipping upstream in aggregated list");
-                continue;
-            }
-        };
-        if inst.is_unhealthy() && this_cursor.is_none() {
-            continue;
-        }
-        let cx = CallContext { timeout: Some(timeout), ..call_context(ctx, None) };
-        let page = match ctx.app.pool.list_page(&inst, ctx.modern, method, this_cursor, cx).await {
-            Ok(page) => page,
-            // The client asked to continue inside this server: its refusal
-            // (an expired or bad cursor) is the client's answer.
-            Err(e) if resuming => return Err(upstream_error(entry.name(), method, e, timeout)),
-            Err(UpstreamError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => continue,
-            Err(e) => {
-                let e = upstream_error(entry.name(), method, e, timeout);
-                tracing::warn!(upstream = entry.name(), method, error = %e.message, "skipping upstream in aggregated list");
-                continue;
-            }
-        };
-        if let Some(list) = page.get(key).and_then(Value::as_array) {
-            for item in list {
-                let mut item = item.clone();
-                names::prefix_item(method, entry.name(), &mut item);
-                items.push(item);
-            }
-        }
-        if let Some(next) = page.get("nextCursor").and_then(Value::as_str) {
-            let mut result = json!({ key: items });
-            result["nextCursor"] = json!(encode_cursor(entry.name(), Some(next)));
-            return Ok(result);
-        }
-    }
-    Ok(json!({ key: items }))
+    super::lists::aggregate(ctx, method, params).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = encode_cursor("srv", Some("abc"));
-        assert_eq!(decode_cursor(&c), Some(("srv".into(), Some("abc".into()))));
-        let c = encode_cursor("srv", None);
-        assert_eq!(decode_cursor(&c), Some(("srv".into(), None)));
-        assert_eq!(decode_cursor("!!"), None);
-        assert_eq!(decode_cursor("e30"), None);
-    }
 
     #[test]
     fn unprefix_rewrites_the_addressed_member() {

@@ -22,8 +22,11 @@ use moat_core::{AuthMethod, Principal, PrincipalKind, Role, UserId};
 use moat_mcp::jsonrpc::code;
 use moat_mcp::{ErrorObject, Kind, Message, protocol};
 use serde_json::{Value, json};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Who is calling and what they addressed, or the response that refuses.
@@ -480,12 +483,8 @@ async fn legacy(app: App, caller: Caller, headers: &HeaderMap, msg: Message, sid
         );
     }
     let ctx = legacy_ctx(&app, &session, caller.meta);
-    let session_header = [(protocol::HEADER_SESSION_ID, session.id.clone())];
     if wire::accepts(headers, "text/event-stream") && streams_progress(&msg) {
-        let log = session.open_stream();
-        spawn_legacy_call(session.clone(), ctx, msg, log.clone());
-        let reader = log.reader(0, session.closed.clone());
-        return sse_response(reader, &session_header);
+        return legacy_streamed(session, ctx, msg).await;
     }
     let id = msg.id.clone().unwrap_or(Value::Null);
     let cancelled = session.begin(&id);
@@ -493,12 +492,15 @@ async fn legacy(app: App, caller: Caller, headers: &HeaderMap, msg: Message, sid
     // `notifications/cancelled` does.
     let work = {
         let session = session.clone();
+        let subscription = SubscriptionChange::of(&msg);
         tokio::spawn(async move {
             let resp = tokio::select! {
-                resp = dispatch(&ctx, msg.clone()) => resp,
+                resp = dispatch(&ctx, msg) => resp,
                 () = cancelled.cancelled() => return None,
             };
-            after_call(&session, &msg, &resp);
+            if let Some(change) = subscription {
+                change.apply(&session, &resp);
+            }
             Some(resp)
         })
     };
@@ -531,20 +533,8 @@ pub fn legacy_ctx(app: &App, session: &Arc<Session>, meta: RequestMeta) -> CallC
 
 /// Bookkeeping after a legacy call: resource subscriptions.
 pub fn after_call(session: &Session, req: &Message, resp: &Message) {
-    if resp.error.is_some() {
-        return;
-    }
-    let Some(uri) = req.param_str("uri") else { return };
-    if let Ok(mut subs) = session.subscriptions.lock() {
-        match req.method_str() {
-            "resources/subscribe" => {
-                subs.insert(uri.to_owned());
-            }
-            "resources/unsubscribe" => {
-                subs.remove(uri);
-            }
-            _ => {}
-        }
+    if let Some(change) = SubscriptionChange::of(req) {
+        change.apply(session, resp);
     }
 }
 
@@ -557,46 +547,175 @@ pub fn client_notification(session: &Session, msg: &Message) {
     }
 }
 
-/// Runs a legacy call detached from the HTTP connection, writing its
-/// notifications and response into `log` (2025-11-25: a disconnect is not a
-/// cancellation; the client may resume with `Last-Event-ID`).
-fn spawn_legacy_call(session: Arc<Session>, ctx: CallCtx, msg: Message, log: Arc<EventLog>) {
+/// A call's work that outlives the HTTP exchange: dropped before it is done
+/// (the client went away), it is spawned to run to completion instead.
+struct Detached<T: Send + 'static>(Option<Pin<Box<dyn Future<Output = T> + Send>>>);
+
+impl<T: Send + 'static> Detached<T> {
+    fn new(work: impl Future<Output = T> + Send + 'static) -> Self {
+        Self(Some(Box::pin(work)))
+    }
+
+    /// The unfinished work (a finished one yields its output again never:
+    /// only call this before it completed).
+    fn take(&mut self) -> Pin<Box<dyn Future<Output = T> + Send>> {
+        self.0.take().unwrap_or_else(|| Box::pin(std::future::pending()))
+    }
+}
+
+impl<T: Send + 'static> Future for Detached<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let Some(work) = self.0.as_mut() else { return std::task::Poll::Pending };
+        let out = std::task::ready!(work.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        if let (Some(work), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(work);
+        }
+    }
+}
+
+/// A resource subscription a legacy request makes or ends, applied to the
+/// session once the upstream accepted it.
+pub struct SubscriptionChange {
+    subscribe: bool,
+    uri: String,
+}
+
+impl SubscriptionChange {
+    /// The change `req` asks for, if any.
+    pub fn of(req: &Message) -> Option<Self> {
+        let subscribe = match req.method_str() {
+            "resources/subscribe" => true,
+            "resources/unsubscribe" => false,
+            _ => return None,
+        };
+        Some(Self { subscribe, uri: req.param_str("uri")?.to_owned() })
+    }
+
+    /// Records the change on the session when the upstream accepted it.
+    pub fn apply(self, session: &Session, resp: &Message) {
+        if resp.error.is_some() {
+            return;
+        }
+        if let Ok(mut subs) = session.subscriptions.lock() {
+            if self.subscribe {
+                subs.insert(self.uri);
+            } else {
+                subs.remove(&self.uri);
+            }
+        }
+    }
+}
+
+/// How long a legacy call that may stream may run before its answer becomes
+/// an SSE stream. A call answered sooner, with no notification before its
+/// answer, gets plain JSON (2025-11-25 lets the server choose either): no
+/// stream, no event log, one write. A slower call gets a primed, resumable
+/// stream, so a client that loses its connection can still fetch the
+/// result with `Last-Event-ID`.
+const JSON_WINDOW: Duration = Duration::from_millis(50);
+
+/// A legacy call whose client accepts an SSE answer. The work runs in this
+/// task until it answers, sends a notification, or outlasts
+/// [`JSON_WINDOW`]; then it moves to a task of its own that writes into the
+/// call's [`EventLog`]. A client that disconnects first does not cancel it
+/// (2025-11-25: only `notifications/cancelled` does): [`Detached`] lets it
+/// run to completion.
+async fn legacy_streamed(session: Arc<Session>, ctx: CallCtx, msg: Message) -> Response {
+    let id = msg.id.clone().unwrap_or(Value::Null);
+    let answer_id = id.clone();
+    let cancelled = session.begin(&id);
+    let (ntx, mut nrx) = mpsc::channel::<Message>(64);
+    let ctx = CallCtx { notify: Some(ntx), ..ctx };
+    let subscription = SubscriptionChange::of(&msg);
+    let mut work = Detached::new({
+        let session = session.clone();
+        async move {
+            let resp = tokio::select! {
+                r = dispatch(&ctx, msg) => Some(r),
+                () = cancelled.cancelled() => None,
+            };
+            drop(ctx);
+            session.finish(&id);
+            // A cancelled request gets no response (2025-11-25 cancellation).
+            if let (Some(resp), Some(change)) = (&resp, subscription) {
+                change.apply(&session, resp);
+            }
+            resp
+        }
+    });
+    let session_header = [(protocol::HEADER_SESSION_ID, session.id.clone())];
+    let first = tokio::select! {
+        biased;
+        resp = &mut work => match nrx.try_recv() {
+            // Notifications sent just before the answer still deserve a stream.
+            Ok(n) => Err((Some(n), resp)),
+            Err(_) => {
+                let resp = resp.unwrap_or_else(|| {
+                    Message::error_response(Some(answer_id), ErrorObject::new(-32800, "Request cancelled"))
+                });
+                let mut out = json_message(StatusCode::OK, &resp);
+                if let Ok(v) = session.id.parse() {
+                    out.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
+                }
+                return out;
+            }
+        },
+        n = nrx.recv() => Ok(n),
+        () = tokio::time::sleep(JSON_WINDOW) => Ok(None),
+    };
+    let log = session.open_stream();
     struct Finish(Arc<EventLog>);
     impl Drop for Finish {
         fn drop(&mut self) {
             self.0.finish();
         }
     }
-    let id = msg.id.clone().unwrap_or(Value::Null);
-    let cancelled = session.begin(&id);
-    tokio::spawn(async move {
-        let _finish = Finish(log.clone());
-        let (ntx, mut nrx) = mpsc::channel::<Message>(64);
-        let ctx = CallCtx { notify: Some(ntx), ..ctx };
-        let pump_log = log.clone();
-        let pump = async move {
-            while let Some(n) = nrx.recv().await {
-                pump_log.push(&n);
+    match first {
+        // Answered, with notifications just before it: all at once.
+        Err((n, resp)) => {
+            let _finish = Finish(log.clone());
+            for n in n.into_iter().chain(std::iter::from_fn(|| nrx.try_recv().ok())) {
+                log.push(&n);
             }
-        };
-        let run = async move {
-            let r = tokio::select! {
-                r = dispatch(&ctx, msg.clone()) => Some(r),
-                () = cancelled.cancelled() => None,
-            };
-            drop(ctx);
-            (r, msg)
-        };
-        let ((resp, req), ()) = tokio::join!(run, pump);
-        session.finish(&id);
-        // A cancelled request gets no response (2025-11-25 cancellation).
-        if let Some(resp) = resp {
-            after_call(&session, &req, &resp);
-            log.push(&resp);
+            if let Some(resp) = resp {
+                log.push(&resp);
+            }
         }
-    });
+        // Still running: the rest of the work, and its notifications, go
+        // to the stream from a task of its own.
+        Ok(n) => {
+            if let Some(n) = n {
+                log.push(&n);
+            }
+            let work = work.take();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let _finish = Finish(log.clone());
+                let pump_log = log.clone();
+                let pump = async move {
+                    while let Some(n) = nrx.recv().await {
+                        pump_log.push(&n);
+                    }
+                };
+                let (resp, ()) = tokio::join!(work, pump);
+                if let Some(resp) = resp {
+                    log.push(&resp);
+                }
+            });
+        }
+    }
+    let reader = log.reader(0, session.closed.clone());
+    sse_response(reader, &session_header)
 }
-
 /// `GET /mcp[/<server>]`: a legacy session's server-to-client stream, or a
 /// resumption with `Last-Event-ID`.
 pub async fn get(app: App, addr: SocketAddr, headers: HeaderMap, server: Option<String>) -> Response {

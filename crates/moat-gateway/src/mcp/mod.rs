@@ -6,6 +6,7 @@
 pub mod dispatch;
 pub mod http;
 pub mod legacy_sse;
+pub mod lists;
 pub mod mrtr;
 pub mod names;
 pub mod notify;

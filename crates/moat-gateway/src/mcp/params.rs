@@ -21,7 +21,9 @@ async fn tool_definition(app: &App, principal: &Principal, entry: &Arc<ServerEnt
     let mut cursor = None;
     // A bounded walk: a hostile upstream cannot make this loop forever.
     for _ in 0..100 {
-        let page = app.pool.list_page(entry, true, "tools/list", cursor, CallContext::default()).await.ok()?;
+        // The cached page itself, not a copy of it: only one tool is needed.
+        let shared = app.pool.shared_page(entry, true, "tools/list", cursor, CallContext::default()).await.ok()?;
+        let page = shared.value();
         if let Some(tool) = page
             .get("tools")
             .and_then(Value::as_array)

@@ -9,6 +9,7 @@
 mod aggregate;
 mod audit;
 mod legacy;
+mod lists;
 mod modern;
 mod oauth;
 mod support;

@@ -255,15 +255,16 @@ impl HttpInner {
                 self.shared.name, self.shared.max_message_bytes
             ))));
         }
-        let headers = self.headers_for(msg, state)?;
+        // One header map per request, later sources replacing earlier ones.
+        let mut headers = self.shared.headers.clone();
+        replace_headers(&mut headers, self.headers_for(msg, state)?);
+        replace_headers(&mut headers, extra_headers.clone());
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("application/json, text/event-stream"));
         self.shared
             .client
             .post(self.shared.url.clone())
-            .headers(self.shared.headers.clone())
             .headers(headers)
-            .headers(extra_headers.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream")
             .body(body)
             .send()
             .await
@@ -516,6 +517,25 @@ async fn listen_modern(inner: Arc<HttpInner>, stop: CancellationToken, filter: s
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Puts every header of `src` into `dst`, replacing the values `dst` had
+/// under the same name (a name repeated in `src` keeps all its values).
+fn replace_headers(dst: &mut http::HeaderMap, src: http::HeaderMap) {
+    let mut last: Option<http::HeaderName> = None;
+    for (name, value) in src {
+        match name {
+            Some(name) => {
+                dst.insert(name.clone(), value);
+                last = Some(name);
+            }
+            None => {
+                if let Some(name) = &last {
+                    dst.append(name.clone(), value);
+                }
+            }
         }
     }
 }

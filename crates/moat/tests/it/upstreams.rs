@@ -223,6 +223,35 @@ async fn read_events(
     events
 }
 
+/// Resumes a legacy session's stream after `last_id` (GET with
+/// `Last-Event-ID`) and reads it up to the response with JSON-RPC id `id`;
+/// returns the events read and that response.
+async fn resume_until(
+    moat: &Moat,
+    key: &str,
+    sid: &str,
+    last_id: &str,
+    id: u64,
+) -> (Vec<(Option<String>, String)>, Value) {
+    let mut resumed = moat
+        .http
+        .get(moat.url("/mcp"))
+        .bearer_auth(key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", LEGACY)
+        .header("last-event-id", last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let needle = format!("\"id\":{id}");
+    let rest = read_events(&mut resumed, |_, data| data.contains(&needle)).await;
+    let result = rest.iter().find(|(_, d)| d.contains(&needle)).map(|(_, d)| d.clone());
+    let result = result.unwrap_or_else(|| panic!("no result after resuming: {rest:?}"));
+    (rest, serde_json::from_str(&result).unwrap())
+}
+
 #[tokio::test]
 async fn a_legacy_client_resumes_a_call_with_last_event_id() {
     let Some(path) = everything() else { return };
@@ -259,25 +288,75 @@ async fn a_legacy_client_resumes_a_call_with_last_event_id() {
     drop(resp);
 
     // Resume: everything after the last event seen, up to the result.
-    let mut resumed = moat
-        .http
-        .get(moat.url("/mcp"))
-        .bearer_auth(&key)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", LEGACY)
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resumed.status(), StatusCode::OK);
-    let rest = read_events(&mut resumed, |_, data| data.contains("\"id\":7")).await;
-    let result = rest.iter().find(|(_, d)| d.contains("\"id\":7")).map(|(_, d)| d.clone());
-    let result: Value =
-        serde_json::from_str(&result.unwrap_or_else(|| panic!("no result after resuming: {rest:?}"))).unwrap();
+    let (rest, result) = resume_until(&moat, &key, &sid, &last_id, 7).await;
     assert!(text_of(&result["result"]).contains("completed"), "{result}");
     assert!(rest.iter().any(|(_, d)| d.contains("notifications/progress")), "later progress is replayed: {rest:?}");
     // Nothing seen before is replayed.
     let seen: Vec<_> = first.iter().filter_map(|(id, _)| id.clone()).collect();
     assert!(rest.iter().all(|(id, _)| id.as_ref().is_none_or(|id| !seen.contains(id))), "{seen:?} vs {rest:?}");
+}
+
+/// A legacy client that accepts both answers gets plain JSON for a call
+/// that answers at once (one write, no stream), and a primed, resumable
+/// stream for one that outlasts the JSON window without a notification.
+#[tokio::test]
+async fn legacy_calls_answer_json_when_quick_and_stream_when_slow() {
+    let Some(path) = everything() else { return };
+    let marker = unique_marker("window");
+    let opts = Opts { config: server_toml("everything", &path, &format!("{marker}-everything")), ..Opts::default() };
+    let moat = Moat::with_marker(opts, marker).await;
+    let key = moat.key.clone();
+    let (_, sid) = moat.initialize("/mcp", &key, LEGACY).await;
+    let post = |call: Value| {
+        moat.http
+            .post(moat.url("/mcp"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", LEGACY)
+            .body(call.to_string())
+            .send()
+    };
+
+    // The first call starts the upstream (slower than the window); a
+    // loaded machine may delay one more: a few tries, each answered.
+    let mut json_answers = 0;
+    for id in 1..=5 {
+        let quick = json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": { "name": "everything__echo", "arguments": { "message": "hi" } } });
+        let resp = post(quick).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["mcp-session-id"].to_str().unwrap(), sid);
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = resp.text().await.unwrap();
+        let answer = if ct.starts_with("application/json") {
+            json_answers += 1;
+            body
+        } else {
+            assert!(ct.starts_with("text/event-stream"), "{ct}");
+            let data = body.lines().filter_map(|l| l.strip_prefix("data: ")).find(|d| d.contains("\"result\""));
+            data.unwrap_or_else(|| panic!("no result on the stream: {body}")).to_owned()
+        };
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!((v["id"].clone(), text_of(&v["result"])), (json!(id), "Echo: hi".to_owned()), "{v}");
+    }
+    assert!(json_answers >= 1, "a quick call is answered as plain JSON");
+
+    // Two seconds, no progress token: no notification, so the window passes.
+    let slow = json!({ "jsonrpc": "2.0", "id": 20, "method": "tools/call", "params": {
+        "name": "everything__trigger-long-running-operation", "arguments": { "duration": 2, "steps": 2 } } });
+    let mut resp = post(slow).await.unwrap();
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let first = read_events(&mut resp, |_, data| data.is_empty()).await;
+    let (Some(prime_id), data) = first.last().cloned().expect("a priming event") else {
+        panic!("the priming event carries an id: {first:?}")
+    };
+    assert!(data.is_empty(), "{first:?}");
+    // The client goes away: the call is not cancelled, and its result is
+    // fetched with Last-Event-ID.
+    drop(resp);
+    let (_, result) = resume_until(&moat, &key, &sid, &prime_id, 20).await;
+    assert!(text_of(&result["result"]).contains("completed"), "{result}");
 }
