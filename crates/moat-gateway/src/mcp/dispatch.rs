@@ -649,7 +649,10 @@ async fn call_upstream(
             r = &mut request => break r,
         }
     };
-    while let Ok(params) = progress_rx.try_recv() {
+    // The call is over and has dropped its senders; what the upstream
+    // client is still delivering (a notification routed just before the
+    // answer) arrives before the channel closes, and precedes the answer.
+    while let Some(params) = progress_rx.recv().await {
         relay.progress(params).await;
     }
     result.map_err(fail)

@@ -150,21 +150,27 @@ pub async fn post_message(
     }
     let (ntx, mut nrx) = mpsc::channel::<Message>(64);
     let ctx = CallCtx { notify: Some(ntx), ..legacy_ctx(&app, &session, meta) };
-    let relay = tx.clone();
-    tokio::spawn(async move {
-        while let Some(n) = nrx.recv().await {
-            if relay.send(n).await.is_err() {
-                break;
-            }
-        }
-    });
     let cancelled = session.begin(&id);
     tokio::spawn(async move {
-        let resp = tokio::select! {
-            resp = dispatch(&ctx, msg.clone()) => Some(resp),
-            () = cancelled.cancelled() => None,
+        let relay = tx.clone();
+        // Notifications reach the stream before the response they belong
+        // to: the pump ends only when the call has dropped its sender.
+        let pump = async move {
+            while let Some(n) = nrx.recv().await {
+                if relay.send(n).await.is_err() {
+                    break;
+                }
+            }
         };
-        drop(ctx);
+        let run = async {
+            let resp = tokio::select! {
+                resp = dispatch(&ctx, msg.clone()) => Some(resp),
+                () = cancelled.cancelled() => None,
+            };
+            drop(ctx);
+            resp
+        };
+        let (resp, ()) = tokio::join!(run, pump);
         session.finish(&id);
         // A cancelled request gets no response.
         if let Some(resp) = resp {
