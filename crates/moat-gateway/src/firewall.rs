@@ -655,7 +655,7 @@ impl Firewall {
 
     fn set_hidden(&self, tenant: &TenantId, server: &ServerId, item: &str, hidden: bool) {
         // Nearly always already so (every listed item on every fetch): a
-        // shared lock and no key copies for that.
+        // shared lock is enough to see it.
         let key = (tenant.clone(), server.clone());
         let unchanged =
             self.hidden.read().ok().is_some_and(|h| h.get(&key).is_some_and(|set| set.contains(item) == hidden));

@@ -10,7 +10,6 @@ use moat_core::{AuditId, TenantId, now_ms};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// Rows returned by [`Store::list_audit`] when the query names no limit.
@@ -126,26 +125,23 @@ fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
 /// per event.
 const INSERT_ROWS: usize = 64;
 
-/// The `INSERT` of `rows` audit events. On SQLite the parameters are
-/// anonymous (`?`): SQLite finds a named parameter (`$n`) by a linear scan of
-/// the statement's names, so binding 768 of them costs a quadratic ~300,000
-/// steps per statement (measured: the largest share of the SQLite workers'
-/// time under load). The full-size statement is built once.
-fn insert_sql(backend: Backend, rows: usize) -> Cow<'static, str> {
-    static FULL: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
-    let build = |rows: usize| {
+/// The `INSERT` of `rows` (1 to [`INSERT_ROWS`]) audit events, built once
+/// per backend and size. On SQLite the parameters are anonymous (`?`):
+/// SQLite finds a named parameter (`$n`) by a linear scan of the statement's
+/// names, so binding 768 of them costs a quadratic ~300,000 steps per
+/// statement (measured: the largest share of the SQLite workers' time under
+/// load).
+fn insert_sql(backend: Backend, rows: usize) -> &'static str {
+    static BUILT: [[OnceLock<String>; INSERT_ROWS]; 2] = [const { [const { OnceLock::new() }; INSERT_ROWS] }; 2];
+    let rows = rows.clamp(1, INSERT_ROWS);
+    BUILT[usize::from(backend == Backend::Postgres)][rows - 1].get_or_init(|| {
         let row = |r: usize| match backend {
             Backend::Sqlite => format!("({})", ["?"; 12].join(", ")),
             Backend::Postgres => format!("({})", crate::store::placeholders(r * 12 + 1, 12)),
         };
         let values: Vec<String> = (0..rows).map(row).collect();
         format!("INSERT INTO audit_events ({COLUMNS}) VALUES {}", values.join(", "))
-    };
-    if rows != INSERT_ROWS {
-        return Cow::Owned(build(rows));
-    }
-    let slot = &FULL[usize::from(backend == Backend::Postgres)];
-    Cow::Borrowed(slot.get_or_init(|| build(rows)).as_str())
+    })
 }
 
 /// A bound value of a query assembled at run time.
@@ -166,7 +162,7 @@ impl Store {
         let mut tx = self.system_write_tx().await?;
         for chunk in events.chunks(INSERT_ROWS) {
             let sql = insert_sql(self.backend, chunk.len());
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query(sql);
             for event in chunk {
                 q = q
                     .bind(event.id.as_str())

@@ -307,7 +307,7 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
             local(Err(err(code::INVALID_REQUEST, "`initialize` is only valid as the first request of a session")))
         }
         m if list_method(m).is_some() => match &ctx.scope {
-            Scope::Aggregate => local(aggregate_list(ctx, m, params.as_ref()).await),
+            Scope::Aggregate => local(super::lists::aggregate(ctx, m, params.as_ref()).await),
             Scope::Server(entry) => {
                 let cursor = params.as_ref().and_then(|p| p.get("cursor")).and_then(Value::as_str).map(str::to_owned);
                 let res = Some(entry.name().to_owned());
@@ -344,7 +344,7 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
     }
 }
 
-fn call_context(ctx: &CallCtx, progress: Option<mpsc::Sender<Value>>) -> CallContext {
+pub(super) fn call_context(ctx: &CallCtx, progress: Option<mpsc::Sender<Value>>) -> CallContext {
     CallContext { timeout: None, progress, client_capabilities: ctx.client_caps.clone(), server_requests: None }
 }
 
@@ -615,28 +615,30 @@ async fn call_upstream(
             None => {}
         }
     }
-    let Some(downstream) = ctx.notify.clone() else {
-        return match inst.upstream_for(ctx.modern).await {
-            Ok(upstream) => upstream.request(method, params, call_context(ctx, None)).await.map_err(fail),
-            Err(e) => Err(fail(e)),
-        };
-    };
     // The call's progress and log notifications, and (on a legacy session)
     // its server-to-client requests, are relayed from this task while the
     // call runs: no task of their own for the common call that sends none.
-    let (progress_tx, mut progress_rx) = mpsc::channel::<Value>(64);
-    let mut call = call_context(ctx, Some(progress_tx));
-    let mut server_rx = None;
-    if ctx.session.is_some() {
-        let (tx, rx) = mpsc::channel::<ServerRequest>(8);
-        call.server_requests = Some(tx);
-        server_rx = Some(rx);
+    let mut call = call_context(ctx, None);
+    let mut relayed = None;
+    if let Some(downstream) = ctx.notify.clone() {
+        let (progress_tx, progress_rx) = mpsc::channel::<Value>(64);
+        call.progress = Some(progress_tx);
+        let mut server_rx = None;
+        if ctx.session.is_some() {
+            let (tx, rx) = mpsc::channel::<ServerRequest>(8);
+            call.server_requests = Some(tx);
+            server_rx = Some(rx);
+        }
+        relayed = Some((downstream, progress_rx, server_rx));
     }
     let request = async {
         match inst.upstream_for(ctx.modern).await {
             Ok(upstream) => upstream.request(method, params, call).await,
             Err(e) => Err(e),
         }
+    };
+    let Some((downstream, mut progress_rx, mut server_rx)) = relayed else {
+        return request.await.map_err(fail);
     };
     let mut request = std::pin::pin!(request);
     let relay = NotificationRelay { ctx, server: entry.name(), tool: s.tool, downstream: &downstream };
@@ -769,11 +771,6 @@ async fn bridged(ctx: &CallCtx, entry: &Arc<Instance>, method: &str, params: Opt
             })
             .await,
     )
-}
-
-/// Merges one list method over the caller's servers: see [`super::lists`].
-async fn aggregate_list(ctx: &CallCtx, method: &str, params: Option<&Value>) -> Result<Value, ErrorObject> {
-    super::lists::aggregate(ctx, method, params).await
 }
 
 #[cfg(test)]

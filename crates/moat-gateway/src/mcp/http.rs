@@ -487,28 +487,38 @@ async fn legacy(app: App, caller: Caller, headers: &HeaderMap, msg: Message, sid
         return legacy_streamed(session, ctx, msg).await;
     }
     let id = msg.id.clone().unwrap_or(Value::Null);
+    let resp = legacy_work(&session, ctx, msg).await;
+    legacy_json(&session, id, resp)
+}
+
+/// A legacy request's work: dispatched until done or cancelled by
+/// `notifications/cancelled` (or the session ending), then forgotten by the
+/// session, its resource subscription recorded. [`Detached`], so that a
+/// client disconnect does not cancel it (2025-11-25). `None` when cancelled:
+/// such a request gets no response.
+pub fn legacy_work(session: &Arc<Session>, ctx: CallCtx, msg: Message) -> Detached<Option<Message>> {
+    let id = msg.id.clone().unwrap_or(Value::Null);
     let cancelled = session.begin(&id);
-    // Detached, so that a client disconnect does not cancel (2025-11-25);
-    // `notifications/cancelled` does.
-    let work = {
-        let session = session.clone();
-        let subscription = SubscriptionChange::of(&msg);
-        tokio::spawn(async move {
-            let resp = tokio::select! {
-                resp = dispatch(&ctx, msg) => resp,
-                () = cancelled.cancelled() => return None,
-            };
-            if let Some(change) = subscription {
-                change.apply(&session, &resp);
-            }
-            Some(resp)
-        })
-    };
-    let resp = match work.await {
-        Ok(Some(resp)) => resp,
-        _ => Message::error_response(Some(id.clone()), ErrorObject::new(-32800, "Request cancelled")),
-    };
-    session.finish(&id);
+    let subscription = SubscriptionChange::of(&msg);
+    let session = session.clone();
+    Detached::new(async move {
+        let resp = tokio::select! {
+            r = dispatch(&ctx, msg) => Some(r),
+            () = cancelled.cancelled() => None,
+        };
+        drop(ctx);
+        session.finish(&id);
+        if let (Some(resp), Some(change)) = (&resp, subscription) {
+            change.apply(&session, resp);
+        }
+        resp
+    })
+}
+
+/// A legacy call's answer as one JSON body, with the session header; a
+/// cancelled call is answered "Request cancelled".
+fn legacy_json(session: &Session, id: Value, resp: Option<Message>) -> Response {
+    let resp = resp.unwrap_or_else(|| Message::error_response(Some(id), ErrorObject::new(-32800, "Request cancelled")));
     let mut out = json_message(StatusCode::OK, &resp);
     if let Ok(v) = session.id.parse() {
         out.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
@@ -531,13 +541,6 @@ pub fn legacy_ctx(app: &App, session: &Arc<Session>, meta: RequestMeta) -> CallC
     }
 }
 
-/// Bookkeeping after a legacy call: resource subscriptions.
-pub fn after_call(session: &Session, req: &Message, resp: &Message) {
-    if let Some(change) = SubscriptionChange::of(req) {
-        change.apply(session, resp);
-    }
-}
-
 /// Handles a client notification inside a legacy session.
 pub fn client_notification(session: &Session, msg: &Message) {
     if msg.method_str() == "notifications/cancelled"
@@ -549,15 +552,15 @@ pub fn client_notification(session: &Session, msg: &Message) {
 
 /// A call's work that outlives the HTTP exchange: dropped before it is done
 /// (the client went away), it is spawned to run to completion instead.
-struct Detached<T: Send + 'static>(Option<Pin<Box<dyn Future<Output = T> + Send>>>);
+pub struct Detached<T: Send + 'static>(Option<Pin<Box<dyn Future<Output = T> + Send>>>);
 
 impl<T: Send + 'static> Detached<T> {
     fn new(work: impl Future<Output = T> + Send + 'static) -> Self {
         Self(Some(Box::pin(work)))
     }
 
-    /// The unfinished work (a finished one yields its output again never:
-    /// only call this before it completed).
+    /// The unfinished work, to be driven elsewhere (once it has completed
+    /// there is none: what is returned then never completes).
     fn take(&mut self) -> Pin<Box<dyn Future<Output = T> + Send>> {
         self.0.take().unwrap_or_else(|| Box::pin(std::future::pending()))
     }
@@ -631,43 +634,15 @@ const JSON_WINDOW: Duration = Duration::from_millis(50);
 /// run to completion.
 async fn legacy_streamed(session: Arc<Session>, ctx: CallCtx, msg: Message) -> Response {
     let id = msg.id.clone().unwrap_or(Value::Null);
-    let answer_id = id.clone();
-    let cancelled = session.begin(&id);
     let (ntx, mut nrx) = mpsc::channel::<Message>(64);
-    let ctx = CallCtx { notify: Some(ntx), ..ctx };
-    let subscription = SubscriptionChange::of(&msg);
-    let mut work = Detached::new({
-        let session = session.clone();
-        async move {
-            let resp = tokio::select! {
-                r = dispatch(&ctx, msg) => Some(r),
-                () = cancelled.cancelled() => None,
-            };
-            drop(ctx);
-            session.finish(&id);
-            // A cancelled request gets no response (2025-11-25 cancellation).
-            if let (Some(resp), Some(change)) = (&resp, subscription) {
-                change.apply(&session, resp);
-            }
-            resp
-        }
-    });
+    let mut work = legacy_work(&session, CallCtx { notify: Some(ntx), ..ctx }, msg);
     let session_header = [(protocol::HEADER_SESSION_ID, session.id.clone())];
     let first = tokio::select! {
         biased;
         resp = &mut work => match nrx.try_recv() {
             // Notifications sent just before the answer still deserve a stream.
             Ok(n) => Err((Some(n), resp)),
-            Err(_) => {
-                let resp = resp.unwrap_or_else(|| {
-                    Message::error_response(Some(answer_id), ErrorObject::new(-32800, "Request cancelled"))
-                });
-                let mut out = json_message(StatusCode::OK, &resp);
-                if let Ok(v) = session.id.parse() {
-                    out.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
-                }
-                return out;
-            }
+            Err(_) => return legacy_json(&session, id, resp),
         },
         n = nrx.recv() => Ok(n),
         () = tokio::time::sleep(JSON_WINDOW) => Ok(None),
@@ -716,6 +691,7 @@ async fn legacy_streamed(session: Arc<Session>, ctx: CallCtx, msg: Message) -> R
     let reader = log.reader(0, session.closed.clone());
     sse_response(reader, &session_header)
 }
+
 /// `GET /mcp[/<server>]`: a legacy session's server-to-client stream, or a
 /// resumption with `Last-Event-ID`.
 pub async fn get(app: App, addr: SocketAddr, headers: HeaderMap, server: Option<String>) -> Response {

@@ -2,8 +2,8 @@
 //! stream whose first event names the POST endpoint
 //! (`/messages?sessionId=…`); every response travels down the stream.
 
-use super::dispatch::{CallCtx, dispatch, initialize_result};
-use super::http::{after_call, client_notification, legacy_ctx, parse_body, resolve_caller};
+use super::dispatch::{CallCtx, initialize_result};
+use super::http::{client_notification, legacy_ctx, legacy_work, parse_body, resolve_caller};
 use super::session::SessionTransport;
 use super::wire::{self, accepted, rpc_error, sse_response};
 use crate::state::App;
@@ -150,7 +150,7 @@ pub async fn post_message(
     }
     let (ntx, mut nrx) = mpsc::channel::<Message>(64);
     let ctx = CallCtx { notify: Some(ntx), ..legacy_ctx(&app, &session, meta) };
-    let cancelled = session.begin(&id);
+    let work = legacy_work(&session, ctx, msg);
     tokio::spawn(async move {
         let relay = tx.clone();
         // Notifications reach the stream before the response they belong
@@ -162,19 +162,9 @@ pub async fn post_message(
                 }
             }
         };
-        let run = async {
-            let resp = tokio::select! {
-                resp = dispatch(&ctx, msg.clone()) => Some(resp),
-                () = cancelled.cancelled() => None,
-            };
-            drop(ctx);
-            resp
-        };
-        let (resp, ()) = tokio::join!(run, pump);
-        session.finish(&id);
+        let (resp, ()) = tokio::join!(work, pump);
         // A cancelled request gets no response.
         if let Some(resp) = resp {
-            after_call(&session, &msg, &resp);
             let _ = tx.send(resp).await;
         }
     });

@@ -13,7 +13,7 @@
 //!
 //! [`UpstreamPool::shared_page`]: crate::upstreams::UpstreamPool::shared_page
 
-use super::dispatch::{CallCtx, upstream_error};
+use super::dispatch::{CallCtx, call_context, upstream_error};
 use super::names;
 use crate::upstreams::{ListPage, ServerEntry, list_method};
 use base64::Engine as _;
@@ -135,12 +135,7 @@ async fn page<'a>(
         return Ok(None);
     }
     let timeout = ctx.app.cfg.call_timeout.min(PAGE_TIMEOUT);
-    let cx = CallContext {
-        timeout: Some(timeout),
-        progress: None,
-        client_capabilities: ctx.client_caps.clone(),
-        server_requests: None,
-    };
+    let cx = CallContext { timeout: Some(timeout), ..call_context(ctx, None) };
     match ctx.app.pool.shared_page(&inst, ctx.modern, method, cursor, cx).await {
         Ok(page) => Ok(Some((entry, page))),
         // The client asked to continue inside this server: its refusal
