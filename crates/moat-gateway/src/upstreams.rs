@@ -22,6 +22,7 @@ use moat_mcp::client::{
 use moat_store::{ServerRecord, Transport};
 use secrecy::SecretString;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -52,7 +53,7 @@ type ListKey = (bool, &'static str, Option<String>);
 #[derive(Debug)]
 pub struct ListPage {
     value: Value,
-    aggregated: OnceLock<Vec<Value>>,
+    aggregated: OnceLock<Vec<Box<RawValue>>>,
 }
 
 impl ListPage {
@@ -70,11 +71,11 @@ impl ListPage {
         self.value
     }
 
-    /// The page's items as the aggregated endpoint lists them, built by
-    /// `build` from [`value`](Self::value) on first use and kept as long as
-    /// the page is cached. Sound because a page belongs to one server and
-    /// one method: whoever calls this builds the same items.
-    pub fn aggregated(&self, build: impl FnOnce(&Value) -> Vec<Value>) -> &[Value] {
+    /// The page's items as the aggregated endpoint lists them, serialised,
+    /// built by `build` from [`value`](Self::value) on first use and kept
+    /// as long as the page is cached. Sound because a page belongs to one
+    /// server and one method: whoever calls this builds the same items.
+    pub fn aggregated(&self, build: impl FnOnce(&Value) -> Vec<Box<RawValue>>) -> &[Box<RawValue>] {
         self.aggregated.get_or_init(|| build(&self.value))
     }
 }

@@ -6,6 +6,7 @@
 //! the envelope (`jsonrpc`, `id`, `method`, `error`) is typed.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Standard JSON-RPC and MCP error codes.
@@ -80,12 +81,45 @@ pub struct Message {
     /// A successful response's result, untouched (even `null`).
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// A successful response's result serialised in advance, written as
+    /// `result` as it is. Only the gateway's own answers carry one (never a
+    /// parsed message): a large result built once and served many times,
+    /// such as an aggregated list, is not copied into a `Value` per answer.
+    #[serde(rename(serialize = "result"), skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub raw_result: Option<RawResult>,
     /// An error response's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorObject>,
     /// Unknown top-level members, passed through.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A JSON value already serialised (see [`Message::raw_result`]).
+#[derive(Clone, Debug)]
+pub struct RawResult(Box<RawValue>);
+
+impl RawResult {
+    /// Wraps serialised JSON.
+    pub fn new(raw: Box<RawValue>) -> Self {
+        Self(raw)
+    }
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawResult {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for RawResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 /// A member that is present, even as `null`, is `Some`: serde's default
@@ -191,6 +225,7 @@ impl Message {
             method: Some(method.into()),
             params,
             result: None,
+            raw_result: None,
             error: None,
             extra: Map::new(),
         }
@@ -204,6 +239,7 @@ impl Message {
             method: Some(method.into()),
             params,
             result: None,
+            raw_result: None,
             error: None,
             extra: Map::new(),
         }
@@ -217,6 +253,21 @@ impl Message {
             method: None,
             params: None,
             result: Some(result),
+            raw_result: None,
+            error: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// A successful response whose result is already serialised.
+    pub fn raw_response(id: Id, result: RawResult) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id: Some(id),
+            method: None,
+            params: None,
+            result: None,
+            raw_result: Some(result),
             error: None,
             extra: Map::new(),
         }
@@ -231,6 +282,7 @@ impl Message {
             method: None,
             params: None,
             result: None,
+            raw_result: None,
             error: Some(error),
             extra: Map::new(),
         }
@@ -262,6 +314,18 @@ impl Message {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_raw_result_is_written_as_it_is_and_reads_back_as_a_result() {
+        let raw = RawValue::from_string(r#"{"tools":[{"name":"a__b","n":1.50}]}"#.to_owned()).unwrap();
+        let m = Message::raw_response(json!(7), RawResult::new(raw));
+        let bytes = m.to_bytes();
+        assert_eq!(bytes, br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"a__b","n":1.50}]}}"#);
+        let back = Message::parse(&bytes).unwrap();
+        assert_eq!(back.kind(), Kind::Response);
+        assert_eq!(back.result, Some(json!({"tools":[{"name":"a__b","n":1.5}]})));
+        assert_eq!(back.raw_result, None);
+    }
 
     #[test]
     fn classifies_messages() {

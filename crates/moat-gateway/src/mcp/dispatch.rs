@@ -13,7 +13,7 @@ use crate::upstreams::{Instance, ServerEntry, list_method};
 use moat_core::Principal;
 use moat_firewall::{Action, Direction};
 use moat_mcp::client::{CallContext, ServerRequest, UpstreamError};
-use moat_mcp::jsonrpc::code;
+use moat_mcp::jsonrpc::{RawResult, code};
 use moat_mcp::{ErrorObject, Message, protocol};
 use moat_store::{AuditEvent, AuditResult};
 use serde_json::{Map, Value, json};
@@ -212,11 +212,13 @@ pub async fn dispatch(ctx: &CallCtx, req: Message) -> Message {
     let method = req.method_str().to_owned();
     let started = Instant::now();
     let (outcome, resource) = match route(ctx, &method, req.params).await {
-        Ok((mut result, resource)) => {
-            if ctx.modern {
-                normalise_modern(&method, &mut result);
+        Ok((mut reply, resource)) => {
+            if ctx.modern
+                && let Reply::Json(result) = &mut reply
+            {
+                normalise_modern(&method, result);
             }
-            (Ok(result), resource)
+            (Ok(reply), resource)
         }
         Err((e, resource)) => (Err(e), resource),
     };
@@ -230,16 +232,28 @@ pub async fn dispatch(ctx: &CallCtx, req: Message) -> Message {
     telemetry::mcp_call(&server, &method, status, elapsed.as_secs_f64());
     audit_call(ctx, &method, resource, &outcome, elapsed).await;
     match outcome {
-        Ok(result) => Message::response(id, result),
+        Ok(Reply::Json(result)) => Message::response(id, result),
+        Ok(Reply::Raw(result)) => Message::raw_response(id, result),
         Err(e) => Message::error_response(Some(id), e),
     }
 }
 
-async fn audit_call(
+/// A successful result: a value, or JSON text written as it is (the
+/// aggregated lists, complete with their modern members).
+enum Reply {
+    Json(Value),
+    Raw(RawResult),
+}
+
+fn json_reply((result, resource): (Value, Option<String>)) -> (Reply, Option<String>) {
+    (Reply::Json(result), resource)
+}
+
+async fn audit_call<T>(
     ctx: &CallCtx,
     method: &str,
     resource: Option<String>,
-    outcome: &Result<Value, ErrorObject>,
+    outcome: &Result<T, ErrorObject>,
     elapsed: Duration,
 ) {
     let result = match outcome {
@@ -277,7 +291,7 @@ fn normalise_modern(method: &str, result: &mut Value) {
     }
 }
 
-type Routed = Result<(Value, Option<String>), (ErrorObject, Option<String>)>;
+type Routed<T = Value> = Result<(T, Option<String>), (ErrorObject, Option<String>)>;
 
 /// The OAuth scope an MCP method needs (beyond authentication).
 fn needed_scope(method: &str) -> Option<moat_core::Scope> {
@@ -290,8 +304,8 @@ fn needed_scope(method: &str) -> Option<moat_core::Scope> {
     }
 }
 
-async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
-    let local = |r: Result<Value, ErrorObject>| r.map(|v| (v, None)).map_err(|e| (e, None));
+async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed<Reply> {
+    let local = |r: Result<Value, ErrorObject>| r.map(|v| (Reply::Json(v), None)).map_err(|e| (e, None));
     if let Some(scope) = needed_scope(method)
         && !ctx.principal.has_scope(scope)
     {
@@ -301,13 +315,16 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
         )));
     }
     match method {
-        "ping" => Ok((json!({}), None)),
+        "ping" => Ok((Reply::Json(json!({})), None)),
         "server/discover" => local(discover(ctx).await),
         "initialize" => {
             local(Err(err(code::INVALID_REQUEST, "`initialize` is only valid as the first request of a session")))
         }
         m if list_method(m).is_some() => match &ctx.scope {
-            Scope::Aggregate => local(super::lists::aggregate(ctx, m, params.as_ref()).await),
+            Scope::Aggregate => super::lists::aggregate(ctx, m, params.as_ref())
+                .await
+                .map(|raw| (Reply::Raw(raw), None))
+                .map_err(|e| (e, None)),
             Scope::Server(entry) => {
                 let cursor = params.as_ref().and_then(|p| p.get("cursor")).and_then(Value::as_str).map(str::to_owned);
                 let res = Some(entry.name().to_owned());
@@ -324,7 +341,7 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
                     )
                     .await
                     .map_err(|e| upstream_error(entry.name(), m, e, ctx.app.cfg.call_timeout));
-                r.map(|v| (v, res.clone())).map_err(|e| (e, res))
+                r.map(|v| (Reply::Json(v), res.clone())).map_err(|e| (e, res))
             }
         },
         "logging/setLevel" => match &ctx.scope {
@@ -336,11 +353,11 @@ async fn route(ctx: &CallCtx, method: &str, params: Option<Value>) -> Routed {
                     upstream.request(method, params.clone(), call_context(ctx, None)).await
                 });
                 let _ = futures::future::join_all(calls).await;
-                Ok((json!({}), None))
+                Ok((Reply::Json(json!({})), None))
             }
-            Scope::Server(entry) => forward(ctx, entry.clone(), method, params, None).await,
+            Scope::Server(entry) => forward(ctx, entry.clone(), method, params, None).await.map(json_reply),
         },
-        _ => route_call(ctx, method, params).await,
+        _ => route_call(ctx, method, params).await.map(json_reply),
     }
 }
 

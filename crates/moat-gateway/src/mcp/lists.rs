@@ -4,12 +4,14 @@
 //!
 //! Cost model: each upstream page is fetched, filtered by the firewall and
 //! cached once per credential binding ([`UpstreamPool::shared_page`]); its
-//! prefixed items are built once per cached page and kept beside it. A
-//! request then only asks the servers whose page is not cached —
-//! concurrently, at most [`FETCH_CONCURRENCY`] at a time — and copies the
-//! prefixed items into its answer. Nothing is shared between callers that
-//! the per-binding page cache does not already share: the prefixed items
-//! live and die with their page.
+//! prefixed items are built and serialised once per cached page and kept
+//! beside it. A request then only asks the servers whose page is not
+//! cached — concurrently, at most [`FETCH_CONCURRENCY`] at a time — and
+//! writes the serialised items into its answer, which leaves dispatch as
+//! JSON text ([`RawResult`]): a warm list of thousands of tools is a copy
+//! of bytes, not a tree of values rebuilt and serialised per request.
+//! Nothing is shared between callers that the per-binding page cache does
+//! not already share: the prefixed items live and die with their page.
 //!
 //! [`UpstreamPool::shared_page`]: crate::upstreams::UpstreamPool::shared_page
 
@@ -20,8 +22,10 @@ use base64::Engine as _;
 use futures::StreamExt as _;
 use moat_mcp::ErrorObject;
 use moat_mcp::client::{CallContext, UpstreamError};
-use moat_mcp::jsonrpc::code;
-use serde_json::{Map, Value, json};
+use moat_mcp::jsonrpc::{RawResult, code};
+use serde::ser::{SerializeMap as _, SerializeSeq as _};
+use serde_json::value::{RawValue, to_raw_value};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +62,8 @@ fn decode_cursor(cursor: &str) -> Option<(String, Option<String>)> {
 /// cursor continues inside that upstream, so pagination passes through.
 /// A failing upstream is skipped (and logged), never failing the list —
 /// except the one a cursor continues in: its refusal is the client's answer.
-pub async fn aggregate(ctx: &CallCtx, method: &str, params: Option<&Value>) -> Result<Value, ErrorObject> {
+/// The result is complete, modern members included (see [`Merged`]).
+pub async fn aggregate(ctx: &CallCtx, method: &str, params: Option<&Value>) -> Result<RawResult, ErrorObject> {
     let method = list_method(method).unwrap_or("tools/list");
     let key = names::list_key(method).unwrap_or("tools");
     let entries = ctx.app.pool.for_tenant(&ctx.principal.tenant_id);
@@ -96,23 +101,94 @@ pub async fn aggregate(ctx: &CallCtx, method: &str, params: Option<&Value>) -> R
         }
     }
     drop(pages);
-    let mut items = Vec::new();
-    for (entry, page) in merged {
-        match Arc::try_unwrap(page) {
+    let parts: Vec<Part> = merged
+        .into_iter()
+        .map(|(entry, page)| match Arc::try_unwrap(page) {
             // Not cached (a list TTL of zero): the items are taken, not copied.
-            Ok(owned) => items.extend(into_prefixed(method, key, entry.name(), owned.into_value())),
-            Err(shared) => {
-                items.extend_from_slice(shared.aggregated(|v| prefixed_items(method, key, entry.name(), v)));
-            }
+            Ok(owned) => Part::Owned(serialised(into_prefixed(method, key, entry.name(), owned.into_value()).iter())),
+            Err(shared) => Part::Shared(shared, entry.name()),
+        })
+        .collect();
+    let merged = Merged { key, method, parts: &parts, next: next.as_deref(), modern: ctx.modern };
+    to_raw_value(&merged)
+        .map(RawResult::new)
+        .map_err(|_| ErrorObject::new(code::INTERNAL_ERROR, "the merged list could not be written"))
+}
+
+/// One server's contribution to a merged list.
+enum Part<'a> {
+    /// A cached page: its serialised prefixed items are built on first use
+    /// and kept with it.
+    Shared(Arc<ListPage>, &'a str),
+    /// A page fetched for this request only.
+    Owned(Vec<Box<RawValue>>),
+}
+
+/// A merged list result as it is written: `{ <key>: [items…],
+/// "nextCursor"?, and for the modern era "resultType", "ttlMs" and
+/// "cacheScope" }` — the members [`super::dispatch`] adds to every other
+/// modern result, with the same values.
+struct Merged<'a> {
+    key: &'static str,
+    method: &'static str,
+    parts: &'a [Part<'a>],
+    next: Option<&'a str>,
+    modern: bool,
+}
+
+impl Merged<'_> {
+    fn items(&self) -> impl Iterator<Item = &RawValue> {
+        let (method, key) = (self.method, self.key);
+        self.parts
+            .iter()
+            .flat_map(move |part| match part {
+                Part::Shared(page, server) => {
+                    page.aggregated(|v| serialised(prefixed_items(method, key, server, v).iter())).iter()
+                }
+                Part::Owned(items) => items.iter(),
+            })
+            .map(AsRef::as_ref)
+    }
+}
+
+impl serde::Serialize for Merged<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry(self.key, &Items(self))?;
+        if let Some(next) = self.next {
+            map.serialize_entry("nextCursor", next)?;
         }
+        if self.modern {
+            map.serialize_entry("resultType", "complete")?;
+            map.serialize_entry("ttlMs", &0)?;
+            map.serialize_entry("cacheScope", "private")?;
+        }
+        map.end()
     }
-    // Not `json!`: it would serialise the items into a second copy.
-    let mut result = Map::new();
-    result.insert(key.to_owned(), Value::Array(items));
-    if let Some(next) = next {
-        result.insert("nextCursor".to_owned(), Value::String(next));
+}
+
+struct Items<'a>(&'a Merged<'a>);
+
+impl serde::Serialize for Items<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for item in self.0.items() {
+            seq.serialize_element(item)?;
+        }
+        seq.end()
     }
-    Ok(Value::Object(result))
+}
+
+/// Items serialised one by one. A `Value` always serialises; were one not
+/// to, it would be left out (and logged) rather than fail the whole list.
+fn serialised<'v>(items: impl Iterator<Item = &'v Value>) -> Vec<Box<RawValue>> {
+    items
+        .filter_map(|item| {
+            to_raw_value(item)
+                .inspect_err(|e| tracing::error!(error = %e, "a listed item could not be serialised"))
+                .ok()
+        })
+        .collect()
 }
 
 /// One server's page for the caller, or `None` when it is skipped.
@@ -194,5 +270,26 @@ mod tests {
         assert!(prefixed_items("tools/list", "tools", "srv", &json!({})).is_empty());
         assert_eq!(into_prefixed("tools/list", "tools", "srv", page), items);
         assert!(into_prefixed("tools/list", "tools", "srv", json!({ "tools": 1 })).is_empty());
+    }
+
+    #[test]
+    fn merged_lists_are_one_array_with_the_cursor_and_the_modern_members() {
+        let a = json!({ "tools": [{ "name": "x", "n": 1.50 }, { "name": "y" }] });
+        let b = json!({ "tools": [{ "name": "z" }] });
+        let parts = vec![
+            Part::Owned(serialised(into_prefixed("tools/list", "tools", "a", a).iter())),
+            Part::Owned(Vec::new()),
+            Part::Owned(serialised(into_prefixed("tools/list", "tools", "b", b).iter())),
+        ];
+        let merged = |next, modern| Merged { key: "tools", method: "tools/list", parts: &parts, next, modern };
+        let legacy: Value = serde_json::from_str(to_raw_value(&merged(None, false)).unwrap().get()).unwrap();
+        assert_eq!(legacy, json!({ "tools": [{ "name": "a__x", "n": 1.5 }, { "name": "a__y" }, { "name": "b__z" }] }));
+        let modern = to_raw_value(&merged(Some("c"), true)).unwrap();
+        assert_eq!(
+            modern.get(),
+            r#"{"tools":[{"name":"a__x","n":1.5},{"name":"a__y"},{"name":"b__z"}],"nextCursor":"c","resultType":"complete","ttlMs":0,"cacheScope":"private"}"#
+        );
+        let none = Merged { key: "prompts", method: "prompts/list", parts: &[], next: None, modern: false };
+        assert_eq!(to_raw_value(&none).unwrap().get(), r#"{"prompts":[]}"#);
     }
 }
