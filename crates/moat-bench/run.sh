@@ -2,7 +2,8 @@
 # Builds release `moat`, `moat-bench` and `bench-upstream`, then runs
 # `moat-bench run` with the given arguments (see `moat-bench run --help`):
 # it starts bench-upstream and a throw-away moat in a temporary directory,
-# measures the upstream directly and through moat, and stops both.
+# measures the upstream directly, through bench-proxy (a bare proxy: the
+# floor) and through moat, and stops them all.
 #
 #   crates/moat-bench/run.sh --clients 64 --rate 2000 --duration 20 --warmup 5
 #   crates/moat-bench/run.sh --clients 64 --duration 20 --json-out max.json   # closed loop

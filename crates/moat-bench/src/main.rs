@@ -107,11 +107,14 @@ struct RunArgs {
     /// The bench-upstream binary (default: beside this executable).
     #[arg(long)]
     upstream: Option<PathBuf>,
-    /// Pin moat to CPU 1, and bench-upstream and the load generator to CPU 0 (taskset).
+    /// The bench-proxy binary (default: beside this executable).
+    #[arg(long)]
+    proxy: Option<PathBuf>,
+    /// Pin moat (and bench-proxy) to CPU 1, and bench-upstream and the load generator to CPU 0 (taskset).
     #[arg(long)]
     pin: bool,
-    /// Targets, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,moat-fw-off,moat,moat-all")]
+    /// Targets, in order (`proxy`: a bare pass-through proxy made of moat's parts, the floor under moat's cost).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,proxy,moat-fw-off,moat,moat-all")]
     scenarios: Vec<Scenario>,
     /// Worker threads of bench-upstream.
     #[arg(long)]
@@ -247,6 +250,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
     let opts = RunOptions {
         moat: args.moat,
         upstream: args.upstream,
+        proxy: args.proxy,
         pin: args.pin,
         scenarios: args.scenarios,
         upstream_threads: args.upstream_threads,

@@ -40,6 +40,9 @@ use crate::upstream::StatsSnapshot;
 pub enum Scenario {
     /// The upstream, directly.
     Direct,
+    /// Through `bench-proxy`, a bare pass-through proxy made of moat's parts
+    /// (pinned where moat is): the floor under moat's CPU per call.
+    Proxy,
     /// Through moat, firewall disabled for the server (auth, routing,
     /// sessions, audit only).
     MoatFwOff,
@@ -55,6 +58,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Direct => "direct",
+            Scenario::Proxy => crate::report::FLOOR_TARGET,
             Scenario::MoatFwOff => "moat-fw-off",
             Scenario::Moat => "moat",
             Scenario::MoatAll => "moat-all",
@@ -64,7 +68,7 @@ impl Scenario {
     /// The moat server it goes through, if any.
     fn server(self) -> Option<&'static str> {
         match self {
-            Scenario::Direct => None,
+            Scenario::Direct | Scenario::Proxy => None,
             Scenario::MoatFwOff => Some("bench-lite"),
             Scenario::Moat => Some("bench"),
             Scenario::MoatAll => Some("bench-all"),
@@ -79,6 +83,8 @@ pub struct RunOptions {
     pub moat: Option<PathBuf>,
     /// The `bench-upstream` binary (default: beside this executable).
     pub upstream: Option<PathBuf>,
+    /// The `bench-proxy` binary (default: beside this executable).
+    pub proxy: Option<PathBuf>,
     /// Pin moat to CPU 1, the upstream and the load generator to CPU 0.
     pub pin: bool,
     /// Targets, in run order.
@@ -106,6 +112,27 @@ impl Proc {
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
         Ok(Proc { name, child, pid, _stdout: None })
+    }
+
+    /// Starts a helper server that prints `listening on ADDR` once bound;
+    /// returns it and `ADDR`.
+    pub async fn spawn_listening(name: &'static str, mut cmd: Command) -> anyhow::Result<(Self, String)> {
+        cmd.arg("--listen").arg("127.0.0.1:0").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut proc = Proc::spawn(name, cmd)?;
+        let stdout = proc.child.stdout.take().ok_or_else(|| anyhow!("{name} has no stdout"))?;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+            .await
+            .with_context(|| format!("{name} did not say where it listens within 10 s"))?
+            .with_context(|| format!("reading {name}'s stdout"))?;
+        proc._stdout = Some(reader);
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| anyhow!("unexpected first line from {name}: {line:?}"))?
+            .to_owned();
+        Ok((proc, addr))
     }
 
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
@@ -229,27 +256,13 @@ impl Rig {
         let mut notes = Vec::new();
         // 1. The upstream.
         let mut cmd = command(o.upstream_bin, o.load_cpu);
-        cmd.arg("--listen").arg("127.0.0.1:0").stdout(Stdio::piped()).stderr(Stdio::inherit());
         if let Some(n) = o.upstream_threads {
             cmd.arg("--threads").arg(n.to_string());
         }
         if o.upstream_modern {
             cmd.arg("--modern");
         }
-        let mut upstream = Proc::spawn("bench-upstream", cmd)?;
-        let stdout = upstream.child.stdout.take().ok_or_else(|| anyhow!("bench-upstream has no stdout"))?;
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
-            .await
-            .context("bench-upstream did not say where it listens within 10 s")?
-            .context("reading bench-upstream's stdout")?;
-        upstream._stdout = Some(reader);
-        let upstream_addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow!("unexpected first line from bench-upstream: {line:?}"))?
-            .to_owned();
+        let (upstream, upstream_addr) = Proc::spawn_listening("bench-upstream", cmd).await?;
         let upstream_url = format!("http://{upstream_addr}/mcp");
         eprintln!("bench-upstream: pid {} at {upstream_url}", upstream.pid);
 
@@ -414,6 +427,18 @@ async fn run_in(
     )
     .await?;
 
+    // The bare proxy, on moat's CPU, when asked for.
+    let proxy = if opts.scenarios.contains(&Scenario::Proxy) {
+        let proxy_bin = binary(opts.proxy.as_ref(), "bench-proxy")?;
+        let mut cmd = command(&proxy_bin, moat_cpu);
+        cmd.arg("--upstream").arg(&upstream_url);
+        let (proc, addr) = Proc::spawn_listening("bench-proxy", cmd).await?;
+        eprintln!("bench-proxy: pid {} at http://{addr}/mcp", proc.pid);
+        Some((proc, format!("http://{addr}/mcp")))
+    } else {
+        None
+    };
+
     // 5. Idle memory, then the load.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let moat_idle = procfs::status_kib(moat.pid, "VmRSS").ok();
@@ -426,14 +451,18 @@ async fn run_in(
         .iter()
         .map(|s| Target {
             name: s.name().to_owned(),
-            endpoint: match s.server() {
-                None => Endpoint { url: upstream_url.clone(), bearer: None },
-                Some(server) => Endpoint { url: format!("{moat_url}/mcp/{server}"), bearer: Some(key.clone()) },
+            endpoint: match (s, s.server(), &proxy) {
+                (Scenario::Proxy, _, Some((_, url))) => Endpoint { url: url.clone(), bearer: None },
+                (_, None, _) => Endpoint { url: upstream_url.clone(), bearer: None },
+                (_, Some(server), _) => Endpoint { url: format!("{moat_url}/mcp/{server}"), bearer: Some(key.clone()) },
             },
         })
         .collect();
-    let watched =
-        [Watched { name: "moat".into(), pid: moat.pid }, Watched { name: "upstream".into(), pid: upstream.pid }];
+    let mut watched =
+        vec![Watched { name: "moat".into(), pid: moat.pid }, Watched { name: "upstream".into(), pid: upstream.pid }];
+    if let Some((p, _)) = &proxy {
+        watched.push(Watched { name: "proxy".into(), pid: p.pid });
+    }
     let stats_before = upstream_stats(&upstream_addr).await;
     let results = load::run(cfg, &targets, &watched).await?;
     let stats_after = upstream_stats(&upstream_addr).await;
@@ -448,7 +477,11 @@ async fn run_in(
     };
     let processes = vec![memory("moat", moat.pid, moat_idle), memory("bench-upstream", upstream.pid, upstream_idle)];
 
-    // 6. Stop both.
+    // 6. Stop them all.
+    let proxy_ran = proxy.is_some();
+    if let Some((p, _)) = proxy {
+        p.stop(Duration::from_secs(10)).await;
+    }
     moat.stop(Duration::from_secs(10)).await;
     upstream.stop(Duration::from_secs(10)).await;
 
@@ -460,6 +493,13 @@ async fn run_in(
          moat-all: as moat plus an org credential injected as X-Api-Key"
             .to_owned(),
     );
+    if proxy_ran {
+        notes.push(
+            "proxy: bench-proxy, a bare pass-through proxy made of moat's parts (axum server, reqwest client), \
+             on moat's CPU; its figures are the floor under moat's, not held to the targets"
+                .to_owned(),
+        );
+    }
     if let (Ok(before), Ok(after)) = (stats_before, stats_after) {
         let with_key = after.with_api_key.saturating_sub(before.with_api_key);
         let calls = after.tool_calls.saturating_sub(before.tool_calls);

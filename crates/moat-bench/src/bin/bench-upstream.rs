@@ -49,21 +49,6 @@ fn main() -> anyhow::Result<()> {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("serving")
+        axum::serve(listener, app).with_graceful_shutdown(moat_bench::shutdown_signal()).await.context("serving")
     })
-}
-
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }

@@ -17,7 +17,22 @@ async fn post(http: &reqwest::Client, url: &str, body: Value, session: Option<&s
 #[tokio::test]
 async fn legacy_handshake_list_and_call() {
     let addr = start_upstream(false).await;
-    let url = format!("http://{addr}/mcp");
+    handshake_list_and_call(&format!("http://{addr}/mcp")).await;
+}
+
+/// The bare proxy relays the whole exchange, headers and statuses included.
+#[tokio::test]
+async fn the_bare_proxy_relays_everything() {
+    let upstream = start_upstream(false).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = moat_bench::proxy::router(format!("http://{upstream}/mcp")).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    handshake_list_and_call(&format!("http://{addr}/mcp")).await;
+}
+
+async fn handshake_list_and_call(url: &str) {
+    let url = url.to_owned();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
