@@ -31,7 +31,7 @@ pub mod sessions;
 pub mod upstream;
 
 /// Resolves on SIGTERM or Ctrl-C: the graceful shutdown of the helper
-/// servers (`bench-upstream`, `bench-proxy`).
+/// servers (`bench-upstream`, `bench-proxy`), and `moat-bench` giving up.
 pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -295,18 +295,7 @@ async fn sessions_cmd(args: SessionsArgs) -> anyhow::Result<()> {
 }
 
 async fn interrupted() -> anyhow::Error {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
+    moat_bench::shutdown_signal().await;
     anyhow!("interrupted")
 }
 
