@@ -434,6 +434,11 @@ async fn run_in(
         cmd.arg("--upstream").arg(&upstream_url);
         let (proc, addr) = Proc::spawn_listening("bench-proxy", cmd).await?;
         eprintln!("bench-proxy: pid {} at http://{addr}/mcp", proc.pid);
+        notes.push(
+            "proxy: bench-proxy, a bare pass-through proxy made of moat's parts (axum server, reqwest client), \
+             on moat's CPU; its figures are the floor under moat's, not held to the targets"
+                .to_owned(),
+        );
         Some((proc, format!("http://{addr}/mcp")))
     } else {
         None
@@ -478,7 +483,6 @@ async fn run_in(
     let processes = vec![memory("moat", moat.pid, moat_idle), memory("bench-upstream", upstream.pid, upstream_idle)];
 
     // 6. Stop them all.
-    let proxy_ran = proxy.is_some();
     if let Some((p, _)) = proxy {
         p.stop(Duration::from_secs(10)).await;
     }
@@ -493,13 +497,6 @@ async fn run_in(
          moat-all: as moat plus an org credential injected as X-Api-Key"
             .to_owned(),
     );
-    if proxy_ran {
-        notes.push(
-            "proxy: bench-proxy, a bare pass-through proxy made of moat's parts (axum server, reqwest client), \
-             on moat's CPU; its figures are the floor under moat's, not held to the targets"
-                .to_owned(),
-        );
-    }
     if let (Ok(before), Ok(after)) = (stats_before, stats_after) {
         let with_key = after.with_api_key.saturating_sub(before.with_api_key);
         let calls = after.tool_calls.saturating_sub(before.tool_calls);

@@ -63,18 +63,7 @@ pub fn router(app: App) -> Router {
         .route("/.well-known/oauth-protected-resource/{*path}", get(ops::protected_resource))
         .route("/.well-known/oauth-authorization-server", get(identity::endpoints::metadata))
         .route("/t/{tenant}/.well-known/jwks.json", get(identity::endpoints::jwks))
-        .route("/oauth/authorize", get(identity::endpoints::authorize))
-        .route("/oauth/login", post(identity::endpoints::choose))
-        .route("/oauth/callback", get(identity::endpoints::callback))
-        .route("/oauth/consent", post(identity::endpoints::consent))
-        .route("/oauth/token", post(identity::endpoints::token))
-        .route("/oauth/register", post(identity::endpoints::register))
-        .route("/oauth/revoke", post(identity::endpoints::revoke))
-        .route("/oauth/logout", post(identity::endpoints::logout))
-        // The 2025-03-26 revision's default endpoints, for clients of that era.
-        .route("/authorize", get(identity::endpoints::authorize))
-        .route("/token", post(identity::endpoints::token))
-        .route("/register", post(identity::endpoints::register))
+        .merge(oauth_routes(&app))
         .layer(DefaultBodyLimit::max(app.cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), guard_layer));
     Router::new()
@@ -84,6 +73,26 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(ops::metrics))
         .layer(middleware::from_fn(observe))
         .with_state(app)
+}
+
+/// The authorization server's endpoints, under its per-address request
+/// budget.
+fn oauth_routes(app: &App) -> Router<App> {
+    use identity::endpoints as ep;
+    Router::new()
+        .route("/oauth/authorize", get(ep::authorize))
+        .route("/oauth/login", post(ep::choose))
+        .route("/oauth/callback", get(ep::callback))
+        .route("/oauth/consent", post(ep::consent))
+        .route("/oauth/token", post(ep::token))
+        .route("/oauth/register", post(ep::register))
+        .route("/oauth/revoke", post(ep::revoke))
+        .route("/oauth/logout", post(ep::logout))
+        // The 2025-03-26 revision's default endpoints, for clients of that era.
+        .route("/authorize", get(ep::authorize))
+        .route("/token", post(ep::token))
+        .route("/register", post(ep::register))
+        .route_layer(middleware::from_fn_with_state(app.clone(), ep::request_limit))
 }
 
 /// Host/Origin validation (DNS-rebinding protection) before anything else.

@@ -18,8 +18,9 @@ use crate::authn::RequestMeta;
 use crate::state::App;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use moat_core::{PrincipalKind, Role, Scope, Scopes, TenantId, UserId, new_id, now_ms};
 use moat_store::{
@@ -119,6 +120,17 @@ fn addr_key(addr: &SocketAddr) -> String {
     format!("addr:{}", addr.ip())
 }
 
+/// The per-address request budget of the authorization server, spent once
+/// per request to any of its endpoints (a layer over their routes).
+pub async fn request_limit(State(app): State<App>, req: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Err(r) = app.identity.limits.request(&addr_key(addr))
+    {
+        return too_many(r);
+    }
+    next.run(req).await
+}
+
 // ---------------------------------------------------------------- metadata
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414).
@@ -213,9 +225,6 @@ pub async fn authorize(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Err(r) = app.identity.limits.request(&addr_key(&addr)) {
-        return too_many(r);
-    }
     let meta = meta_of(&headers, addr);
     let params = match single_params(query.unwrap_or_default().as_bytes()) {
         Ok(p) => p,
@@ -397,15 +406,7 @@ async fn start_login(app: &App, pending: &mut PendingAuthorization) -> Response 
 }
 
 /// `POST /oauth/login`: the organisation chooser's answer.
-pub async fn choose(
-    State(app): State<App>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = app.identity.limits.request(&addr_key(&addr)) {
-        return too_many(r);
-    }
+pub async fn choose(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(form) = single_params(&body) else {
         return pages::error(StatusCode::BAD_REQUEST, "malformed form");
     };
@@ -438,9 +439,6 @@ pub async fn callback(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Err(r) = app.identity.limits.request(&addr_key(&addr)) {
-        return too_many(r);
-    }
     let meta = meta_of(&headers, addr);
     let Ok(params) = single_params(query.unwrap_or_default().as_bytes()) else {
         return pages::error(StatusCode::BAD_REQUEST, "malformed callback");
@@ -638,9 +636,6 @@ pub async fn consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = app.identity.limits.request(&addr_key(&addr)) {
-        return too_many(r);
-    }
     let meta = meta_of(&headers, addr);
     let Ok(form) = single_params(&body) else {
         return pages::error(StatusCode::BAD_REQUEST, "malformed form");
@@ -859,7 +854,6 @@ async fn client_request(
     addr: SocketAddr,
     body: &[u8],
 ) -> Result<(RequestMeta, HashMap<String, String>, ClientAuth), Response> {
-    app.identity.limits.request(&addr_key(&addr)).map_err(too_many)?;
     let form = single_params(body).map_err(|e| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e))?;
     let auth = client_auth(app, headers, &form, &addr).await?;
     Ok((meta_of(headers, addr), form, auth))
@@ -1188,9 +1182,6 @@ pub async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = app.identity.limits.request(&addr_key(&addr)) {
-        return too_many(r);
-    }
     let meta = meta_of(&headers, addr);
     if !app.identity.cfg.dynamic_registration || !registration_open(&app).await {
         return oauth_error(

@@ -280,14 +280,26 @@ async fn audit_call<T>(
     ctx.app.audit.record(ev).await;
 }
 
+/// A member a modern result carries when its producer did not set it, and
+/// how to build its value (only where it is missing).
+pub(super) type ModernDefault = (&'static str, fn() -> Value);
+
+const MODERN_DEFAULTS: [ModernDefault; 3] =
+    [("resultType", || json!("complete")), ("ttlMs", || json!(0)), ("cacheScope", || json!("private"))];
+
+/// The defaults of a modern result: every result a `resultType`, and a
+/// cacheable one a TTL and a cache scope. The aggregated lists write the
+/// same (`lists::Merged`).
+pub(super) fn modern_defaults(cacheable: bool) -> &'static [ModernDefault] {
+    if cacheable { &MODERN_DEFAULTS } else { &MODERN_DEFAULTS[..1] }
+}
+
 /// Modern results carry `resultType`; cacheable ones a TTL and a scope.
 fn normalise_modern(method: &str, result: &mut Value) {
     let Some(obj) = result.as_object_mut() else { return };
-    obj.entry("resultType").or_insert_with(|| json!("complete"));
     let cacheable = list_method(method).is_some() || matches!(method, "resources/read" | "server/discover");
-    if cacheable {
-        obj.entry("ttlMs").or_insert_with(|| json!(0));
-        obj.entry("cacheScope").or_insert_with(|| json!("private"));
+    for (key, value) in modern_defaults(cacheable) {
+        obj.entry(*key).or_insert_with(value);
     }
 }
 

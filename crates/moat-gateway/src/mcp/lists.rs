@@ -15,7 +15,7 @@
 //!
 //! [`UpstreamPool::shared_page`]: crate::upstreams::UpstreamPool::shared_page
 
-use super::dispatch::{CallCtx, call_context, upstream_error};
+use super::dispatch::{CallCtx, call_context, modern_defaults, upstream_error};
 use super::names;
 use crate::upstreams::{ListPage, ServerEntry, list_method};
 use base64::Engine as _;
@@ -125,9 +125,8 @@ enum Part<'a> {
 }
 
 /// A merged list result as it is written: `{ <key>: [items…],
-/// "nextCursor"?, and for the modern era "resultType", "ttlMs" and
-/// "cacheScope" }` — the members [`super::dispatch`] adds to every other
-/// modern result, with the same values.
+/// "nextCursor"?, and for the modern era the members every other cacheable
+/// modern result gets ([`modern_defaults`]) }`.
 struct Merged<'a> {
     key: &'static str,
     method: &'static str,
@@ -159,9 +158,9 @@ impl serde::Serialize for Merged<'_> {
             map.serialize_entry("nextCursor", next)?;
         }
         if self.modern {
-            map.serialize_entry("resultType", "complete")?;
-            map.serialize_entry("ttlMs", &0)?;
-            map.serialize_entry("cacheScope", "private")?;
+            for (key, value) in modern_defaults(true) {
+                map.serialize_entry(*key, &value())?;
+            }
         }
         map.end()
     }

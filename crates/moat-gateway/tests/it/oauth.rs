@@ -546,3 +546,22 @@ async fn failed_authentications_are_limited_per_address() {
     assert_eq!(tools_list(&gw, &gw.key, "/mcp").await.status, StatusCode::TOO_MANY_REQUESTS);
     gw.finish().await;
 }
+
+#[tokio::test]
+async fn every_authorization_server_endpoint_spends_one_request_budget_per_address() {
+    // A burst of 8 / 4 + 1 = 3 requests (`identity::limits`), then one per 7.5 s.
+    let gw = Gw::with(|c| c.oauth.requests_per_minute = 8).await;
+    // Three different endpoints, one budget.
+    assert_eq!(gw.send(form("/oauth/logout", "", None, None)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(gw.send(form("/oauth/token", "grant_type=x", None, None)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gw.send(get("/authorize", None)).await.status, StatusCode::BAD_REQUEST);
+    for path in ["/oauth/token", "/oauth/register", "/oauth/revoke", "/oauth/login", "/oauth/consent", "/token"] {
+        let r = gw.send(form(path, "", None, None)).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{path}: {}", r.text());
+        assert!(r.header("retry-after").is_some(), "{path}");
+    }
+    assert_eq!(gw.send(get("/oauth/callback", None)).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // Discovery and the key set are not the authorization server's budget.
+    assert_eq!(gw.send(get("/.well-known/oauth-authorization-server", None)).await.status, StatusCode::OK);
+    gw.finish().await;
+}
